@@ -1,0 +1,159 @@
+//! The command line (CLI.md): flags, environment fallbacks and defaults.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::identity::Fingerprint;
+
+/// Default port for both transports.
+pub const DEFAULT_PORT: u16 = 7200;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat",
+    version,
+    about = "One-on-one terminal chat over QUIC, with TLS over TCP as the fallback",
+    after_help = "Examples:\n  chat --mode server\n  chat --mode client --addr 192.0.2.7 --fingerprint sha256:…\n  chat cert --out certs --name chat.example.org"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub chat: ChatArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a self-signed certificate and key, and print its fingerprint.
+    Cert(CertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Directory to write cert.pem and key.pem into.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Host name for the certificate's subject alternative names (repeatable).
+    #[arg(long = "name", value_name = "HOSTNAME")]
+    pub names: Vec<String>,
+    /// Replace an existing key.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Server,
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    Quic,
+    Tcp,
+}
+
+impl TransportKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Quic => "quic",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Run as the server (waits for one client) or the client.
+    #[arg(long, env = "MODE", value_enum, ignore_case = true)]
+    pub mode: Option<Mode>,
+
+    /// QUIC, or TLS over TCP for networks that block UDP.
+    #[arg(long, value_enum, default_value_t = TransportKind::Quic, ignore_case = true)]
+    pub transport: TransportKind,
+
+    /// Client: server to connect to, HOST or HOST:PORT or [IPv6]:PORT.
+    #[arg(
+        long,
+        env = "IP_ADDR",
+        default_value = "127.0.0.1",
+        value_name = "HOST[:PORT]"
+    )]
+    pub addr: String,
+
+    /// Server: address to listen on [default: all interfaces, IPv6 and IPv4].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+
+    /// Server: port to listen on (0 picks a free one); client: port used when
+    /// --addr has none.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Where certificates and state are kept [default: the platform's config
+    /// directory, e.g. ~/.config/chat].
+    #[arg(long, env = "CHAT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Server: certificate to present (PEM). Client: the server's certificate,
+    /// to pin it.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// Server: private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Client: trust only a server with this certificate fingerprint.
+    #[arg(long, value_name = "sha256:HEX")]
+    pub fingerprint: Option<Fingerprint>,
+
+    /// Client: do not verify the server at all (anyone on the path can read
+    /// and change the chat).
+    #[arg(long, conflicts_with_all = ["fingerprint", "cert"])]
+    pub insecure: bool,
+
+    /// Largest message this side accepts, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub max_message_size: u64,
+
+    /// How long a silent peer is tolerated, in seconds.
+    #[arg(long, default_value = "10", value_parser = parse_seconds, value_name = "SECONDS")]
+    pub idle_timeout: Duration,
+
+    /// Machine-readable mode: JSON events on stdout, JSON messages on stdin.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s}"))?;
+    if !(0.1..=86_400.0).contains(&secs) {
+        return Err("must be between 0.1 and 86400 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_refuse_nonsense() {
+        assert_eq!(parse_seconds("2.5"), Ok(Duration::from_millis(2500)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! What the user types, turned into messages (CLI.md): one message per input
+//! line, or in `--json` mode one `{"text": …}` / `{"base64": …}` object per
+//! line.
+//!
+//! Standard input is read on a plain thread rather than a tokio task: a
+//! blocking read cannot be cancelled, and a thread is simply abandoned when
+//! the process exits.
+
+use std::io::BufRead;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// One thing the user did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserInput {
+    /// A message to send.
+    Message(Bytes),
+    /// A line that could not be understood; nothing is sent.
+    Invalid(String),
+    /// End of input.
+    End,
+}
+
+/// Starts reading standard input; lines arrive on the returned channel.
+pub fn spawn_stdin(json: bool) -> mpsc::Receiver<UserInput> {
+    // A few lines of slack; beyond that the reader waits, so piping a huge
+    // file in does not buffer it all in memory.
+    let (tx, rx) = mpsc::channel(256);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut lock = stdin.lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match lock.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    if tx.blocking_send(parse_line(&line, json)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(UserInput::Invalid(format!("cannot read input: {e}")));
+                    break;
+                }
+            }
+        }
+        let _ = tx.blocking_send(UserInput::End);
+    });
+    rx
+}
+
+/// Turns one input line (with or without its line ending) into input.
+pub fn parse_line(line: &[u8], json: bool) -> UserInput {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !json {
+        return UserInput::Message(Bytes::copy_from_slice(line));
+    }
+    match parse_json(line) {
+        Ok(body) => UserInput::Message(body),
+        Err(e) => UserInput::Invalid(e),
+    }
+}
+
+fn parse_json(line: &[u8]) -> Result<Bytes, String> {
+    const EXPECTED: &str = r#"expected {"text": "..."} or {"base64": "..."}"#;
+    let value: Value =
+        serde_json::from_slice(line).map_err(|e| format!("input is not JSON ({e}); {EXPECTED}"))?;
+    let Value::Object(obj) = value else {
+        return Err(format!("input is not a JSON object; {EXPECTED}"));
+    };
+    if obj.len() != 1 {
+        return Err(format!("input must have exactly one key; {EXPECTED}"));
+    }
+    match (obj.get("text"), obj.get("base64")) {
+        (Some(Value::String(text)), None) => Ok(Bytes::from(text.clone().into_bytes())),
+        (None, Some(Value::String(b64))) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Bytes::from)
+            .map_err(|e| format!("invalid base64 ({e})")),
+        _ => Err(EXPECTED.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lines_lose_only_their_line_ending() {
+        assert_eq!(
+            parse_line(b"hi there\n", false),
+            UserInput::Message(Bytes::from_static(b"hi there"))
+        );
+        assert_eq!(
+            parse_line(b"crlf\r\n", false),
+            UserInput::Message(Bytes::from_static(b"crlf"))
+        );
+        assert_eq!(parse_line(b"\n", false), UserInput::Message(Bytes::new()));
+        assert_eq!(
+            parse_line(b"\xff\x00", false),
+            UserInput::Message(Bytes::from_static(b"\xff\x00"))
+        );
+    }
+
+    #[test]
+    fn json_lines_carry_text_or_base64() {
+        assert_eq!(
+            parse_line(br#"{"text":"a\nb"}"#, true),
+            UserInput::Message(Bytes::from_static(b"a\nb"))
+        );
+        assert_eq!(
+            parse_line(br#"{"base64":"/wA="}"#, true),
+            UserInput::Message(Bytes::from_static(b"\xff\x00"))
+        );
+        assert_eq!(
+            parse_line(br#"{"text":""}"#, true),
+            UserInput::Message(Bytes::new())
+        );
+    }
+
+    #[test]
+    fn bad_json_lines_are_reported_not_sent() {
+        for bad in [
+            &b"hello"[..],
+            b"[1]",
+            br#"{"text":1}"#,
+            br#"{"base64":"!!"}"#,
+            br#"{"text":"a","base64":""}"#,
+            b"",
+        ] {
+            assert!(
+                matches!(parse_line(bad, true), UserInput::Invalid(_)),
+                "{bad:?}"
+            );
+        }
+    }
+}

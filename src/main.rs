@@ -1,0 +1,100 @@
+//! The `chat` binary: parses the command line, sets up logging and the
+//! runtime, and turns errors into messages and exit statuses.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use chat::cli::{CertArgs, Cli, Command, Mode};
+use chat::session::UserIo;
+use chat::transport::Limits;
+use chat::{client, identity, input, output, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr so they never mix with chat output on stdout.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let status = match &cli.command {
+        Some(Command::Cert(args)) => report(cert(args), false),
+        None => {
+            let Some(mode) = cli.chat.mode else {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "choose --mode server or --mode client (or the MODE variable), or a subcommand",
+                    )
+                    .exit();
+            };
+            // One thread: a chat is latency-bound, and cross-thread wake-ups
+            // cost more than they bring (measured in the benchmarks).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => report(rt.block_on(chat(mode, &cli)), cli.chat.json),
+                Err(e) => report(Err(e).context("cannot start the runtime"), cli.chat.json),
+            }
+        }
+    };
+    ExitCode::from(status)
+}
+
+/// Prints an error (as an `error` event too in JSON mode) and picks the exit
+/// status: 1 for runtime errors.
+fn report(result: Result<u8>, json: bool) -> u8 {
+    match result {
+        Ok(status) => status,
+        Err(e) => {
+            let message = format!("{e:#}");
+            if json {
+                output::stdout(true).error(&message);
+            }
+            eprintln!("chat: {message}");
+            1
+        }
+    }
+}
+
+async fn chat(mode: Mode, cli: &Cli) -> Result<u8> {
+    let args = &cli.chat;
+    let limits = Limits {
+        max_message_size: args.max_message_size,
+        idle_timeout: args.idle_timeout,
+    };
+    let (interrupt_tx, interrupt) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = interrupt_tx.send(true);
+        }
+    });
+    let io = UserIo {
+        input: input::spawn_stdin(args.json),
+        input_open: true,
+        out: output::stdout(args.json),
+        interrupt,
+    };
+    match mode {
+        Mode::Server => server::run(args, limits, io).await,
+        Mode::Client => client::run(args, limits, io).await,
+    }
+}
+
+fn cert(args: &CertArgs) -> Result<u8> {
+    let fp = identity::write_new(&args.out, &args.names, args.force)?;
+    println!("{fp}");
+    eprintln!(
+        "wrote {} and {}",
+        args.out.join(identity::CERT_FILE).display(),
+        args.out.join(identity::KEY_FILE).display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,258 @@
+//! What the user sees: chat events rendered either as plain lines for people
+//! or as one JSON object per line for scripts (CLI.md, `--json`).
+//!
+//! The session reports events through the [`Output`] trait and never formats
+//! anything itself, so the terminal front end can be replaced without
+//! touching the chat logic.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::identity::Fingerprint;
+use crate::render::{sanitize, sanitize_line};
+use crate::transport::{Disconnect, MessageId, close_code, reject_code};
+
+/// Receives every event the user should know about.
+pub trait Output: Send {
+    fn listening(&mut self, transport: &str, addr: SocketAddr, fingerprint: Fingerprint);
+    fn connected(&mut self, transport: &str, peer: SocketAddr, fingerprint: Option<Fingerprint>);
+    fn sent(&mut self, id: MessageId, bytes: usize);
+    fn ack(&mut self, id: MessageId, rtt: Duration);
+    fn rejected(&mut self, id: MessageId, code: u64, reason: &str);
+    fn message(&mut self, id: MessageId, body: &[u8]);
+    fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]);
+    fn error(&mut self, message: &str);
+    /// A status line for people (plain mode only; JSON has no such event).
+    fn info(&mut self, message: &str);
+}
+
+/// Creates the output for the chosen mode, writing to stdout.
+pub fn stdout(json: bool) -> Box<dyn Output> {
+    if json {
+        Box::new(JsonOutput {
+            out: std::io::stdout(),
+        })
+    } else {
+        Box::new(PlainOutput {
+            out: std::io::stdout(),
+        })
+    }
+}
+
+/// One JSON object per line.
+pub struct JsonOutput<W> {
+    pub out: W,
+}
+
+impl<W: Write + Send> JsonOutput<W> {
+    fn emit(&mut self, v: Value) {
+        // stdout going away (a closed pipe) is not worth crashing over; the
+        // chat itself decides when to end.
+        let _ = writeln!(self.out, "{v}").and_then(|_| self.out.flush());
+    }
+}
+
+impl<W: Write + Send> Output for JsonOutput<W> {
+    fn listening(&mut self, transport: &str, addr: SocketAddr, fingerprint: Fingerprint) {
+        self.emit(json!({"event": "listening", "transport": transport,
+            "addr": addr.to_string(), "fingerprint": fingerprint.to_string()}));
+    }
+
+    fn connected(&mut self, transport: &str, peer: SocketAddr, fingerprint: Option<Fingerprint>) {
+        self.emit(json!({"event": "connected", "transport": transport,
+            "peer": peer.to_string(), "fingerprint": fingerprint.map(|f| f.to_string())}));
+    }
+
+    fn sent(&mut self, id: MessageId, bytes: usize) {
+        self.emit(json!({"event": "sent", "id": id, "bytes": bytes}));
+    }
+
+    fn ack(&mut self, id: MessageId, rtt: Duration) {
+        let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        self.emit(json!({"event": "ack", "id": id, "rtt_us": rtt_us}));
+    }
+
+    fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
+        self.emit(json!({"event": "rejected", "id": id, "code": code, "reason": reason}));
+    }
+
+    fn message(&mut self, id: MessageId, body: &[u8]) {
+        let mut v = json!({"event": "message", "id": id, "bytes": body.len()});
+        match std::str::from_utf8(body) {
+            Ok(text) => v["text"] = Value::from(text),
+            Err(_) => {
+                v["base64"] = Value::from(base64::engine::general_purpose::STANDARD.encode(body))
+            }
+        }
+        self.emit(v);
+    }
+
+    fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
+        self.emit(json!({"event": "disconnected", "reason": why.describe(),
+            "code": why.code(), "unacked": unacked}));
+    }
+
+    fn error(&mut self, message: &str) {
+        self.emit(json!({"event": "error", "message": message}));
+    }
+
+    fn info(&mut self, _message: &str) {}
+}
+
+/// Plain lines for a person. Everything from the peer is sanitized.
+pub struct PlainOutput<W> {
+    pub out: W,
+}
+
+impl<W: Write + Send> PlainOutput<W> {
+    fn line(&mut self, s: &str) {
+        let _ = writeln!(self.out, "{s}").and_then(|_| self.out.flush());
+    }
+}
+
+fn format_rtt(rtt: Duration) -> String {
+    let ms = rtt.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+impl<W: Write + Send> Output for PlainOutput<W> {
+    fn listening(&mut self, transport: &str, addr: SocketAddr, fingerprint: Fingerprint) {
+        self.line(&format!("listening on {addr} ({transport})"));
+        self.line(&format!("server fingerprint: {fingerprint}"));
+        self.line(&format!(
+            "clients connect with: chat --mode client --transport {transport} --addr HOST:{} --fingerprint {fingerprint}",
+            addr.port()
+        ));
+        self.line("waiting for a client…");
+    }
+
+    fn connected(&mut self, transport: &str, peer: SocketAddr, fingerprint: Option<Fingerprint>) {
+        let who = match fingerprint {
+            Some(fp) => format!(" (identity {fp})"),
+            None => String::new(),
+        };
+        self.line(&format!("connected to {peer} over {transport}{who}"));
+    }
+
+    fn sent(&mut self, _id: MessageId, _bytes: usize) {
+        // The user already sees what they typed; the ack line confirms it.
+    }
+
+    fn ack(&mut self, id: MessageId, rtt: Duration) {
+        self.line(&format!("✓ #{id} {}", format_rtt(rtt)));
+    }
+
+    fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
+        let what = match code {
+            reject_code::TOO_LARGE => "too large",
+            reject_code::REFUSED => "refused",
+            _ => "rejected",
+        };
+        self.line(&format!(
+            "✗ #{id} rejected: {what} ({})",
+            sanitize_line(reason)
+        ));
+    }
+
+    fn message(&mut self, id: MessageId, body: &[u8]) {
+        let text = sanitize(body);
+        // Continuation lines are indented under the header line.
+        let text = text.replace('\n', "\n    ");
+        self.line(&format!("peer #{id}: {text}"));
+    }
+
+    fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
+        let code = match why.code() {
+            Some(c) => format!(" ({})", close_code::name(c)),
+            None => String::new(),
+        };
+        self.line(&format!(
+            "disconnected: {}{code}",
+            sanitize_line(&why.describe())
+        ));
+        if !unacked.is_empty() {
+            let ids: Vec<String> = unacked.iter().map(|id| format!("#{id}")).collect();
+            self.line(&format!("? not confirmed: {}", ids.join(" ")));
+        }
+    }
+
+    fn error(&mut self, message: &str) {
+        self.line(&format!("error: {message}"));
+    }
+
+    fn info(&mut self, message: &str) {
+        self.line(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_lines(f: impl FnOnce(&mut JsonOutput<Vec<u8>>)) -> Vec<Value> {
+        let mut o = JsonOutput { out: Vec::new() };
+        f(&mut o);
+        String::from_utf8(o.out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn message_events_carry_text_or_base64() {
+        let v = json_lines(|o| {
+            o.message(0, "hé".as_bytes());
+            o.message(1, b"\xff\x00");
+        });
+        assert_eq!(
+            v[0],
+            json!({"event": "message", "id": 0, "bytes": 3, "text": "hé"})
+        );
+        assert_eq!(
+            v[1],
+            json!({"event": "message", "id": 1, "bytes": 2, "base64": "/wA="})
+        );
+    }
+
+    #[test]
+    fn disconnected_lists_unacked_and_code() {
+        let v = json_lines(|o| {
+            o.disconnected(
+                &Disconnect::Lost {
+                    reason: "connection lost (idle timeout)".into(),
+                },
+                &[3, 4],
+            );
+            o.disconnected(
+                &Disconnect::Peer {
+                    code: 1,
+                    reason: "busy".into(),
+                },
+                &[],
+            );
+        });
+        assert_eq!(v[0]["code"], Value::Null);
+        assert_eq!(v[0]["unacked"], json!([3, 4]));
+        assert_eq!(v[1]["code"], json!(1));
+        assert_eq!(v[1]["reason"], json!("busy"));
+    }
+
+    #[test]
+    fn plain_output_escapes_peer_bytes() {
+        let mut o = PlainOutput { out: Vec::new() };
+        o.message(7, b"hi\x1b]0;owned\x07\nsecond");
+        o.rejected(1, 1, "big\x1b[2J");
+        let s = String::from_utf8(o.out).unwrap();
+        assert!(!s.contains('\x1b'));
+        assert!(s.contains("peer #7: hi\\x1b]0;owned\\x07\n    second"));
+    }
+}

@@ -1,0 +1,179 @@
+//! Server mode: listen, admit one client at a time, turn others away as
+//! busy, and wait for the next client when a chat ends.
+//!
+//! Handshakes run in their own tasks (inside each transport's acceptor); a
+//! doorman task decides, for each finished handshake, whether the peer is
+//! admitted or refused, so a refusal never waits on the open chat and the
+//! open chat never waits on a refusal.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::cli::{ChatArgs, TransportKind};
+use crate::identity::{self, Identity};
+use crate::input::UserInput;
+use crate::session::{self, Role, UserIo};
+use crate::transport::{Handshaken, Limits, close_code, quic, tcp};
+
+/// How long a client has to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the server until Ctrl-C. Returns the process exit status.
+pub async fn run(args: &ChatArgs, limits: Limits, mut io: UserIo) -> Result<u8> {
+    let identity = server_identity(args)?;
+    let fingerprint = identity.fingerprint();
+    let transport = args.transport.name();
+    match args.transport {
+        TransportKind::Quic => {
+            let listener = bind_any(args, |addr| {
+                quic::Listener::bind(addr, &identity, &limits, HANDSHAKE_TIMEOUT)
+                    .map_err(anyhow::Error::from)
+            })
+            .await?;
+            let addr = listener
+                .local_addr()
+                .context("cannot read the bound address")?;
+            io.out.listening(transport, addr, fingerprint);
+            let (tx, rx) = mpsc::channel(16);
+            let acceptor = listener.spawn_acceptor(tx);
+            serve(rx, &mut io, limits).await;
+            acceptor.abort();
+            listener.shutdown().await;
+        }
+        TransportKind::Tcp => {
+            let mut bound = None;
+            for addr in bind_candidates(args) {
+                match tcp::Listener::bind(addr, &identity, HANDSHAKE_TIMEOUT).await {
+                    Ok(l) => {
+                        bound = Some(l);
+                        break;
+                    }
+                    Err(e) if args.bind.is_none() && addr.is_ipv6() => {
+                        info!("{e}; trying IPv4 only");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let listener = bound.context("no address to listen on")?;
+            let addr = listener
+                .local_addr()
+                .context("cannot read the bound address")?;
+            io.out.listening(transport, addr, fingerprint);
+            let (tx, rx) = mpsc::channel(16);
+            let acceptor = listener.spawn_acceptor(tx);
+            serve(rx, &mut io, limits).await;
+            acceptor.abort();
+        }
+    }
+    Ok(0)
+}
+
+/// The identity from --cert/--key, or the one in the home directory
+/// (created on first start).
+fn server_identity(args: &ChatArgs) -> Result<Identity> {
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Identity::load(cert, key).context("cannot load --cert/--key"),
+        (Some(_), None) => anyhow::bail!("--cert needs --key"),
+        _ => {
+            let dir = identity::home_dir(args.home.as_deref()).join("server");
+            Identity::load_or_create(&dir, &[hostname()]).with_context(|| {
+                format!(
+                    "cannot load or create the server identity in {}",
+                    dir.display()
+                )
+            })
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string(Path::new("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "chat".to_string())
+}
+
+/// --bind, or all IPv6 interfaces (which on most systems accept IPv4 too)
+/// with IPv4-only as the fallback for machines without IPv6.
+fn bind_candidates(args: &ChatArgs) -> Vec<SocketAddr> {
+    match args.bind {
+        Some(ip) => vec![SocketAddr::new(ip, args.port)],
+        None => vec![
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), args.port),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), args.port),
+        ],
+    }
+}
+
+async fn bind_any<L>(args: &ChatArgs, bind: impl Fn(SocketAddr) -> Result<L>) -> Result<L> {
+    let mut last = None;
+    for addr in bind_candidates(args) {
+        match bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => {
+                info!("{e:#}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to listen on")))
+}
+
+/// Serves clients one at a time until the user interrupts.
+async fn serve<H: Handshaken>(handshakes: mpsc::Receiver<H>, io: &mut UserIo, limits: Limits) {
+    let busy = Arc::new(AtomicBool::new(false));
+    let (admit_tx, mut admitted) = mpsc::channel::<H>(1);
+    let doorman = tokio::spawn(doorman(handshakes, admit_tx, busy.clone()));
+    loop {
+        tokio::select! {
+            biased;
+            () = session::interrupted(&mut io.interrupt) => break,
+            Some(conn) = admitted.recv() => {
+                let peer = conn.peer().clone();
+                info!(peer = %peer.addr, "client connected");
+                io.out.connected(peer.transport, peer.addr, peer.fingerprint);
+                let mut transport = conn.start(limits.clone()).await;
+                let outcome = session::run(&mut transport, io, Role::Server, limits.idle_timeout).await;
+                drop(transport);
+                info!(peer = %peer.addr, "client left: {}", outcome.disconnect.describe());
+                busy.store(false, Ordering::Release);
+                if io.is_interrupted() {
+                    break;
+                }
+                io.out.info("waiting for a client…");
+            }
+            input = io.input.recv(), if io.input_open => match input {
+                Some(UserInput::Message(_)) => io.out.error("no one is connected; message not sent"),
+                Some(UserInput::Invalid(why)) => io.out.error(&why),
+                Some(UserInput::End) | None => io.input_open = false,
+            },
+        }
+    }
+    doorman.abort();
+}
+
+/// Admits a handshaken peer when no chat is open, refuses it as BUSY
+/// otherwise. Refusals run in their own tasks: a slow peer cannot hold up
+/// the next decision.
+async fn doorman<H: Handshaken>(
+    mut handshakes: mpsc::Receiver<H>,
+    admit: mpsc::Sender<H>,
+    busy: Arc<AtomicBool>,
+) {
+    while let Some(conn) = handshakes.recv().await {
+        if busy.swap(true, Ordering::AcqRel) {
+            info!(peer = %conn.peer().addr, "refusing a client: busy in another chat");
+            tokio::spawn(conn.refuse(close_code::BUSY, "the server is busy in another chat"));
+        } else if admit.send(conn).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! One chat: the event loop between the user and a connected peer.
+//!
+//! The session numbers outgoing messages, remembers when each was handed to
+//! the transport, turns acknowledgements into round-trip times, acknowledges
+//! every message it receives, and, when the connection ends, reports each
+//! message that was never confirmed. It knows nothing about sockets: it sees
+//! only the [`Transport`] trait, which is what lets it be unit-tested against
+//! an in-memory transport.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::input::UserInput;
+use crate::output::Output;
+use crate::transport::{Disconnect, Event, MessageId, Transport, close_code};
+
+/// Which end of the chat this is; it decides what end of input and Ctrl-C do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// End of input keeps the chat open; Ctrl-C closes with GOING_AWAY.
+    Server,
+    /// End of input waits for acknowledgements, then closes with NO_ERROR.
+    Client,
+}
+
+/// The user's side of a session: input, output, and the Ctrl-C signal. It
+/// outlives sessions: a server reuses it for each client.
+pub struct UserIo {
+    pub input: mpsc::Receiver<UserInput>,
+    /// False once input has ended.
+    pub input_open: bool,
+    pub out: Box<dyn Output>,
+    pub interrupt: watch::Receiver<bool>,
+}
+
+/// Resolves when the user asks to leave (Ctrl-C). Never resolves if no one
+/// can send that signal any more. (A free function so that it borrows only
+/// the signal, not the rest of [`UserIo`].)
+pub async fn interrupted(signal: &mut watch::Receiver<bool>) {
+    if signal.wait_for(|&quit| quit).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+impl UserIo {
+    pub fn is_interrupted(&self) -> bool {
+        *self.interrupt.borrow()
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub disconnect: Disconnect,
+    pub unacked: Vec<MessageId>,
+}
+
+/// Runs one chat over `transport` until either side ends it.
+///
+/// `ack_wait` bounds how long a client whose input has ended waits for
+/// outstanding acknowledgements; the wait restarts whenever one arrives, so a
+/// slow but moving transfer is not cut short.
+pub async fn run<T: Transport>(
+    transport: &mut T,
+    io: &mut UserIo,
+    role: Role,
+    ack_wait: Duration,
+) -> Outcome {
+    let mut next_id: MessageId = 0;
+    // Ordered, so unconfirmed ids are listed in the order they were sent.
+    let mut outstanding: BTreeMap<MessageId, Instant> = BTreeMap::new();
+    // Set once a client's input has ended: close when everything is acked.
+    let mut leaving_by: Option<Instant> = None;
+    let end = |d: Disconnect, outstanding: &BTreeMap<MessageId, Instant>, io: &mut UserIo| {
+        let unacked: Vec<MessageId> = outstanding.keys().copied().collect();
+        io.out.disconnected(&d, &unacked);
+        Outcome {
+            disconnect: d,
+            unacked,
+        }
+    };
+
+    loop {
+        if leaving_by.is_some() && outstanding.is_empty() {
+            let d = close(transport, close_code::NO_ERROR, "the client left").await;
+            return end(d, &outstanding, io);
+        }
+        tokio::select! {
+            // Ctrl-C wins over everything else that is ready.
+            biased;
+            () = interrupted(&mut io.interrupt) => {
+                let (code, reason) = match role {
+                    Role::Server => (close_code::GOING_AWAY, "the server is shutting down"),
+                    Role::Client => (close_code::NO_ERROR, "the client left"),
+                };
+                let d = close(transport, code, reason).await;
+                return end(d, &outstanding, io);
+            }
+            event = transport.next_event() => match event {
+                Event::Message { id, body } => {
+                    // Ack first: the peer's round-trip time should not include
+                    // how long our terminal takes to draw.
+                    transport.ack(id);
+                    io.out.message(id, &body);
+                }
+                Event::Ack { id } => match outstanding.remove(&id) {
+                    Some(sent_at) => {
+                        io.out.ack(id, sent_at.elapsed());
+                        if let Some(by) = leaving_by.as_mut() {
+                            *by = Instant::now() + ack_wait;
+                        }
+                    }
+                    None => debug!(id, "ignoring ACK for a message not outstanding"),
+                },
+                Event::Rejected { id, code, reason } => match outstanding.remove(&id) {
+                    Some(_) => io.out.rejected(id, code, &reason),
+                    None => debug!(id, "ignoring REJECT for a message not outstanding"),
+                },
+                Event::Closed(d) => return end(d, &outstanding, io),
+            },
+            input = io.input.recv(), if io.input_open && leaving_by.is_none() => match input {
+                Some(UserInput::Message(body)) => {
+                    let id = next_id;
+                    next_id += 1;
+                    let len = body.len();
+                    outstanding.insert(id, Instant::now());
+                    transport.send(id, body);
+                    io.out.sent(id, len);
+                }
+                Some(UserInput::Invalid(why)) => io.out.error(&why),
+                Some(UserInput::End) | None => {
+                    io.input_open = false;
+                    if role == Role::Client {
+                        leaving_by = Some(Instant::now() + ack_wait);
+                    }
+                }
+            },
+            () = sleep_until_some(leaving_by) => {
+                let d = close(transport, close_code::NO_ERROR, "the client left").await;
+                return end(d, &outstanding, io);
+            }
+        }
+    }
+}
+
+async fn close<T: Transport>(transport: &mut T, code: u64, reason: &str) -> Disconnect {
+    transport.close(code, reason).await;
+    Disconnect::Local {
+        code,
+        reason: reason.to_string(),
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The chat logic against an in-memory transport: no sockets, no TLS.
+    use super::*;
+    use crate::identity::Fingerprint;
+    use bytes::Bytes;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    /// Records what the session asked of the transport; the test plays the
+    /// peer by pushing events.
+    struct MemoryTransport {
+        events: mpsc::UnboundedReceiver<Event>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Transport for MemoryTransport {
+        fn send(&mut self, id: MessageId, body: Bytes) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("send {id} {}", body.len()));
+        }
+        fn ack(&mut self, id: MessageId) {
+            self.log.lock().unwrap().push(format!("ack {id}"));
+        }
+        fn reject(&mut self, id: MessageId, code: u64, _reason: &str) {
+            self.log.lock().unwrap().push(format!("reject {id} {code}"));
+        }
+        async fn next_event(&mut self) -> Event {
+            match self.events.recv().await {
+                Some(e) => e,
+                None => std::future::pending().await,
+            }
+        }
+        async fn close(&mut self, code: u64, _reason: &str) {
+            self.log.lock().unwrap().push(format!("close {code}"));
+        }
+    }
+
+    /// Output that records events as short strings.
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Output for Recorder {
+        fn listening(&mut self, _: &str, _: SocketAddr, _: Fingerprint) {}
+        fn connected(&mut self, _: &str, _: SocketAddr, _: Option<Fingerprint>) {}
+        fn sent(&mut self, id: MessageId, bytes: usize) {
+            self.0.lock().unwrap().push(format!("sent {id} {bytes}"));
+        }
+        fn ack(&mut self, id: MessageId, _rtt: Duration) {
+            self.0.lock().unwrap().push(format!("ack {id}"));
+        }
+        fn rejected(&mut self, id: MessageId, code: u64, _reason: &str) {
+            self.0.lock().unwrap().push(format!("rejected {id} {code}"));
+        }
+        fn message(&mut self, id: MessageId, body: &[u8]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("message {id} {}", String::from_utf8_lossy(body)));
+        }
+        fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("disconnected {:?} {unacked:?}", why.code()));
+        }
+        fn error(&mut self, message: &str) {
+            self.0.lock().unwrap().push(format!("error {message}"));
+        }
+        fn info(&mut self, _: &str) {}
+    }
+
+    struct Harness {
+        transport: MemoryTransport,
+        io: UserIo,
+        peer: mpsc::UnboundedSender<Event>,
+        user: mpsc::Sender<UserInput>,
+        interrupt: watch::Sender<bool>,
+        wire: Arc<Mutex<Vec<String>>>,
+        screen: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn harness() -> Harness {
+        let (peer, events) = mpsc::unbounded_channel();
+        let (user, input) = mpsc::channel(16);
+        let (interrupt, interrupt_rx) = watch::channel(false);
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        Harness {
+            transport: MemoryTransport {
+                events,
+                log: wire.clone(),
+            },
+            io: UserIo {
+                input,
+                input_open: true,
+                out: Box::new(Recorder(screen.clone())),
+                interrupt: interrupt_rx,
+            },
+            peer,
+            user,
+            interrupt,
+            wire,
+            screen,
+        }
+    }
+
+    fn msg(s: &'static str) -> UserInput {
+        UserInput::Message(Bytes::from_static(s.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn messages_are_numbered_acked_and_unconfirmed_ones_reported() {
+        let mut h = harness();
+        for m in ["a", "bb", "ccc"] {
+            h.user.send(msg(m)).await.unwrap();
+        }
+        h.peer
+            .send(Event::Message {
+                id: 0,
+                body: Bytes::from_static(b"hi"),
+            })
+            .unwrap();
+        let peer = h.peer.clone();
+        let screen = h.screen.clone();
+        let task = tokio::spawn(async move {
+            // Play the peer: ack message 1 once it has been sent, reject 2 as
+            // unknown-id noise, then drop the connection.
+            while !screen.lock().unwrap().iter().any(|l| l == "sent 2 3") {
+                tokio::task::yield_now().await;
+            }
+            peer.send(Event::Ack { id: 1 }).unwrap();
+            peer.send(Event::Ack { id: 99 }).unwrap();
+            peer.send(Event::Closed(Disconnect::Lost {
+                reason: "gone".into(),
+            }))
+            .unwrap();
+        });
+        let out = run(
+            &mut h.transport,
+            &mut h.io,
+            Role::Server,
+            Duration::from_secs(5),
+        )
+        .await;
+        task.await.unwrap();
+        assert_eq!(out.unacked, vec![0, 2]);
+        let wire = h.wire.lock().unwrap().clone();
+        assert!(wire.contains(&"ack 0".to_string()), "{wire:?}");
+        assert_eq!(wire.iter().filter(|l| l.starts_with("send")).count(), 3);
+        let screen = h.screen.lock().unwrap().clone();
+        assert!(screen.contains(&"message 0 hi".to_string()));
+        assert!(screen.contains(&"ack 1".to_string()));
+        assert!(
+            !screen.iter().any(|l| l == "ack 99"),
+            "unknown ids are ignored"
+        );
+        assert_eq!(screen.last().unwrap(), "disconnected None [0, 2]");
+    }
+
+    #[tokio::test]
+    async fn client_end_of_input_waits_for_acks_then_closes_normally() {
+        let mut h = harness();
+        h.user.send(msg("x")).await.unwrap();
+        h.user.send(UserInput::End).await.unwrap();
+        let peer = h.peer.clone();
+        let screen = h.screen.clone();
+        tokio::spawn(async move {
+            while !screen.lock().unwrap().iter().any(|l| l == "sent 0 1") {
+                tokio::task::yield_now().await;
+            }
+            peer.send(Event::Ack { id: 0 }).unwrap();
+        });
+        let out = run(
+            &mut h.transport,
+            &mut h.io,
+            Role::Client,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(out.unacked.is_empty());
+        assert!(out.disconnect.is_normal());
+        assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 0");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_gives_up_waiting_for_acks_and_says_which_are_unconfirmed() {
+        let mut h = harness();
+        h.user.send(msg("x")).await.unwrap();
+        h.user.send(UserInput::End).await.unwrap();
+        let out = run(
+            &mut h.transport,
+            &mut h.io,
+            Role::Client,
+            Duration::from_secs(3),
+        )
+        .await;
+        assert_eq!(out.unacked, vec![0]);
+        assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 0");
+    }
+
+    #[tokio::test]
+    async fn server_end_of_input_keeps_the_chat_open() {
+        let mut h = harness();
+        h.user.send(UserInput::End).await.unwrap();
+        h.user
+            .send(UserInput::Invalid("nope".into()))
+            .await
+            .unwrap();
+        let peer = h.peer.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            peer.send(Event::Message {
+                id: 0,
+                body: Bytes::from_static(b"still here"),
+            })
+            .unwrap();
+            peer.send(Event::Closed(Disconnect::Peer {
+                code: 0,
+                reason: "bye".into(),
+            }))
+            .unwrap();
+        });
+        let out = run(
+            &mut h.transport,
+            &mut h.io,
+            Role::Server,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(out.disconnect.is_normal());
+        assert!(
+            h.screen
+                .lock()
+                .unwrap()
+                .contains(&"message 0 still here".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn interrupt_closes_with_the_role_code() {
+        for (role, code) in [(Role::Server, "close 4"), (Role::Client, "close 0")] {
+            let mut h = harness();
+            h.interrupt.send(true).unwrap();
+            run(&mut h.transport, &mut h.io, role, Duration::from_secs(5)).await;
+            assert_eq!(h.wire.lock().unwrap().last().unwrap(), code);
+        }
+    }
+
+    #[tokio::test]
+    async fn rejection_is_reported_and_clears_the_message() {
+        let mut h = harness();
+        h.user.send(msg("big")).await.unwrap();
+        let peer = h.peer.clone();
+        let screen = h.screen.clone();
+        tokio::spawn(async move {
+            while !screen.lock().unwrap().iter().any(|l| l == "sent 0 3") {
+                tokio::task::yield_now().await;
+            }
+            peer.send(Event::Rejected {
+                id: 0,
+                code: 1,
+                reason: "too large".into(),
+            })
+            .unwrap();
+            peer.send(Event::Closed(Disconnect::Peer {
+                code: 0,
+                reason: String::new(),
+            }))
+            .unwrap();
+        });
+        let out = run(
+            &mut h.transport,
+            &mut h.io,
+            Role::Server,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(out.unacked.is_empty());
+        assert!(
+            h.screen
+                .lock()
+                .unwrap()
+                .contains(&"rejected 0 1".to_string())
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The `Transport` trait: everything the chat logic needs from a connection,
+//! and nothing about how bytes move.
+//!
+//! Two implementations carry chat/1: [`quic`] (one unidirectional stream per
+//! message, acks on a control stream) and [`tcp`] (TLS 1.3 over TCP, framed
+//! and interleaved). Both run their socket work in background tasks and talk
+//! to the session through channels, so the calls below never block on the
+//! network: a large message being sent never delays an acknowledgement.
+
+pub mod quic;
+pub mod tcp;
+
+mod received;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::identity::Fingerprint;
+pub(crate) use received::ReceivedIds;
+
+/// Message ids number the messages of one direction of one connection.
+pub type MessageId = u64;
+
+/// Close codes (PROTOCOL.md §4).
+pub mod close_code {
+    pub const NO_ERROR: u64 = 0x00;
+    pub const BUSY: u64 = 0x01;
+    pub const PROTOCOL_ERROR: u64 = 0x02;
+    pub const UNAUTHORIZED: u64 = 0x03;
+    pub const GOING_AWAY: u64 = 0x04;
+
+    /// Human name of a close code, for status lines.
+    pub fn name(code: u64) -> &'static str {
+        match code {
+            NO_ERROR => "NO_ERROR",
+            BUSY => "BUSY",
+            PROTOCOL_ERROR => "PROTOCOL_ERROR",
+            UNAUTHORIZED => "UNAUTHORIZED",
+            GOING_AWAY => "GOING_AWAY",
+            _ => "unknown code",
+        }
+    }
+}
+
+/// REJECT codes (PROTOCOL.md §2).
+pub mod reject_code {
+    pub const TOO_LARGE: u64 = 0x01;
+    pub const REFUSED: u64 = 0x02;
+}
+
+/// QUIC stream error codes used with STOP_SENDING (PROTOCOL.md §5).
+pub mod stream_error {
+    pub const TOO_LARGE: u32 = 0x01;
+    pub const UNKNOWN_STREAM_TYPE: u32 = 0x02;
+}
+
+/// Longest reason phrase we send (PROTOCOL.md §4).
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Cuts a reason phrase to at most [`MAX_REASON_LEN`] bytes on a character
+/// boundary.
+pub fn clip_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = MAX_REASON_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Something that happened on a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A whole message from the peer. The session acknowledges it.
+    Message { id: MessageId, body: Bytes },
+    /// The peer acknowledged one of our messages.
+    Ack { id: MessageId },
+    /// The peer refused one of our messages.
+    Rejected {
+        id: MessageId,
+        code: u64,
+        reason: String,
+    },
+    /// The connection is over; no further events follow.
+    Closed(Disconnect),
+}
+
+/// Who ended a connection, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnect {
+    /// We closed it with this code (user quit, or refusing the peer).
+    Local { code: u64, reason: String },
+    /// The peer closed it with this code and reason phrase.
+    Peer { code: u64, reason: String },
+    /// The peer broke the protocol; we closed with PROTOCOL_ERROR.
+    Violation { reason: String },
+    /// The connection died without a close: idle timeout, reset, EOF.
+    Lost { reason: String },
+}
+
+impl Disconnect {
+    /// The close code that ended the connection, if one was exchanged.
+    pub fn code(&self) -> Option<u64> {
+        match self {
+            Disconnect::Local { code, .. } | Disconnect::Peer { code, .. } => Some(*code),
+            Disconnect::Violation { .. } => Some(close_code::PROTOCOL_ERROR),
+            Disconnect::Lost { .. } => None,
+        }
+    }
+
+    /// One line saying what happened, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Disconnect::Local { reason, .. } => reason.clone(),
+            Disconnect::Peer { code, reason } if reason.is_empty() => {
+                format!("peer closed the connection ({})", close_code::name(*code))
+            }
+            Disconnect::Peer { reason, .. } => reason.clone(),
+            Disconnect::Violation { reason } => format!("protocol error: {reason}"),
+            Disconnect::Lost { reason } => reason.clone(),
+        }
+    }
+
+    /// Whether this end counts as normal for the exit status: either side
+    /// ended the chat on purpose (NO_ERROR, or the server going away).
+    pub fn is_normal(&self) -> bool {
+        matches!(
+            self,
+            Disconnect::Local {
+                code: close_code::NO_ERROR | close_code::GOING_AWAY,
+                ..
+            } | Disconnect::Peer {
+                code: close_code::NO_ERROR | close_code::GOING_AWAY,
+                ..
+            }
+        )
+    }
+}
+
+/// The first reason a connection ended wins: a protocol error we detected
+/// must not be reported later as "closed locally" by the stack.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndReason(Arc<OnceLock<Disconnect>>);
+
+impl EndReason {
+    /// Records `d` unless a reason is already recorded; returns the one that
+    /// stands.
+    pub fn set(&self, d: Disconnect) -> Disconnect {
+        self.0.get_or_init(|| d).clone()
+    }
+
+    pub fn get(&self) -> Option<Disconnect> {
+        self.0.get().cloned()
+    }
+}
+
+/// Settings both transports share.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message we accept; larger ones are rejected with TOO_LARGE.
+    pub max_message_size: u64,
+    /// How long a silent peer is tolerated.
+    pub idle_timeout: Duration,
+}
+
+/// What is known about the peer once the handshake is done.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    /// Fingerprint of the certificate the peer presented, if any.
+    pub fingerprint: Option<Fingerprint>,
+    /// "quic" or "tcp".
+    pub transport: &'static str,
+}
+
+/// A chat/1 connection as the chat logic sees it.
+///
+/// `send`, `ack` and `reject` queue work and return at once; results come
+/// back as [`Event`]s. After [`Event::Closed`] the connection is finished.
+pub trait Transport: Send + 'static {
+    /// Sends a message. Its acknowledgement arrives as [`Event::Ack`].
+    fn send(&mut self, id: MessageId, body: Bytes);
+
+    /// Acknowledges a message received whole.
+    fn ack(&mut self, id: MessageId);
+
+    /// Refuses a message received whole (the receiving transport already
+    /// refuses messages over the size limit by itself).
+    fn reject(&mut self, id: MessageId, code: u64, reason: &str);
+
+    /// Waits for the next event. Cancel-safe.
+    fn next_event(&mut self) -> impl Future<Output = Event> + Send;
+
+    /// Ends the connection with a close code and reason phrase, giving
+    /// already-queued acknowledgements a chance to leave first.
+    fn close(&mut self, code: u64, reason: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// A connection whose handshake is done but which is not yet in a chat: the
+/// server decides whether to admit it (start) or turn it away (refuse).
+pub trait Handshaken: Send + 'static {
+    type Transport: Transport;
+
+    fn peer(&self) -> &PeerInfo;
+
+    /// Admits the peer: the chat/1 connection starts.
+    fn start(self, limits: Limits) -> impl Future<Output = Self::Transport> + Send;
+
+    /// Turns the peer away with a close code and reason phrase.
+    fn refuse(self, code: u64, reason: &str) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,674 @@
+//! chat/1 over QUIC (PROTOCOL.md §5), on quinn.
+//!
+//! Each message travels on its own unidirectional stream, so messages never
+//! wait behind each other; acknowledgements travel on a dedicated control
+//! stream, so an ack never waits behind message data. Per connection there
+//! are a few long-lived tasks (control writer, message sender, stream
+//! acceptor, close watcher, control-stream watchdog) plus one short task per
+//! message stream in each direction.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{ConnectionError, ReadError, RecvStream, SendStream, VarInt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::{
+    Disconnect, EndReason, Event, Limits, MessageId, PeerInfo, ReceivedIds, Transport, close_code,
+    reject_code, stream_error,
+};
+use crate::codec::{self, Frame, FrameDecoder, put_varint, stream_type};
+use crate::identity::{Fingerprint, Identity};
+use crate::tls;
+
+/// How long a peer has to open its control stream (PROTOCOL.md §5).
+const CONTROL_STREAM_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Concurrent unidirectional streams we grant the peer (the protocol asks for
+/// at least 64; quinn's default of 100 measured best).
+const MAX_UNI_STREAMS: u32 = 100;
+
+/// Events buffered between the connection's tasks and the session. Small on
+/// purpose: when the session falls behind, stream readers stop reading and
+/// QUIC flow control pushes back on the peer.
+const EVENT_QUEUE: usize = 64;
+
+/// Longest we wait, when closing, for queued acknowledgements to reach the
+/// peer before CONNECTION_CLOSE discards them.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
+
+fn transport_config(limits: &Limits) -> Result<quinn::TransportConfig, QuicSetupError> {
+    let mut config = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
+        .map_err(|_| QuicSetupError::IdleTimeout(limits.idle_timeout))?;
+    config
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(limits.idle_timeout / 3));
+    Ok(config)
+}
+
+/// Errors setting up a QUIC endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicSetupError {
+    #[error("idle timeout {0:?} is out of range")]
+    IdleTimeout(Duration),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("TLS configuration is not usable for QUIC: {0}")]
+    Crypto(String),
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A server endpoint: one UDP socket, any number of handshakes.
+pub struct Listener {
+    endpoint: quinn::Endpoint,
+    handshake_timeout: Duration,
+}
+
+impl Listener {
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        limits: &Limits,
+        handshake_timeout: Duration,
+    ) -> Result<Self, QuicSetupError> {
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(identity)?)
+                .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config(limits)?));
+        let endpoint = quinn::Endpoint::server(config, addr)
+            .map_err(|source| QuicSetupError::Bind { addr, source })?;
+        Ok(Listener {
+            endpoint,
+            handshake_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Accepts connections forever, completing each handshake in its own task
+    /// (so a stalled client holds up no one) and passing finished ones on.
+    pub fn spawn_acceptor(&self, tx: mpsc::Sender<Handshaken>) -> JoinHandle<()> {
+        let endpoint = self.endpoint.clone();
+        let timeout = self.handshake_timeout;
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let from = incoming.remote_address();
+                    match tokio::time::timeout(timeout, handshake(incoming)).await {
+                        Ok(Ok(conn)) => {
+                            let _ = tx.send(conn).await;
+                        }
+                        Ok(Err(e)) => warn!(peer = %from, "QUIC handshake failed: {e}"),
+                        Err(_) => warn!(peer = %from, "QUIC handshake timed out"),
+                    }
+                });
+            }
+        })
+    }
+
+    /// Closes every connection and gives the CONNECTION_CLOSE frames a moment
+    /// to leave.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(VarInt::from_u32(0), b"");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn handshake(incoming: quinn::Incoming) -> Result<Handshaken, ConnectionError> {
+    let conn = incoming.accept()?.await?;
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
+    if alpn.as_deref() != Some(tls::ALPN) {
+        // rustls already refuses a mismatching ALPN; this catches a client
+        // that offered none.
+        conn.close(
+            VarInt::from_u32(close_code::PROTOCOL_ERROR as u32),
+            b"ALPN chat/1 required",
+        );
+        return Err(ConnectionError::LocallyClosed);
+    }
+    let peer = peer_info(&conn);
+    Ok(Handshaken { conn, peer })
+}
+
+fn peer_info(conn: &quinn::Connection) -> PeerInfo {
+    let fingerprint = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|certs| certs.first().map(|c| Fingerprint::of(c)));
+    PeerInfo {
+        addr: conn.remote_address(),
+        fingerprint,
+        transport: "quic",
+    }
+}
+
+/// A QUIC connection whose handshake is done, not yet admitted to a chat.
+pub struct Handshaken {
+    conn: quinn::Connection,
+    peer: PeerInfo,
+}
+
+impl super::Handshaken for Handshaken {
+    type Transport = QuicTransport;
+
+    fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    async fn start(self, limits: Limits) -> QuicTransport {
+        QuicTransport::start(self.conn, None, limits).await
+    }
+
+    async fn refuse(self, code: u64, reason: &str) {
+        self.conn
+            .close(varint(code), super::clip_reason(reason).as_bytes());
+    }
+}
+
+fn varint(v: u64) -> VarInt {
+    VarInt::from_u64(v).unwrap_or(VarInt::MAX)
+}
+
+/// Connects to `addr` as a client.
+pub async fn connect(
+    addr: SocketAddr,
+    client_tls: rustls::ClientConfig,
+    limits: &Limits,
+) -> Result<(QuicTransport, PeerInfo), ConnectFailure> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
+        .map_err(|e| ConnectFailure::Setup(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(
+        transport_config(limits).map_err(|e| ConnectFailure::Setup(e.to_string()))?,
+    ));
+    let local: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let endpoint = quinn::Endpoint::client(local).map_err(ConnectFailure::Io)?;
+    // The certificate is checked by fingerprint, so the name only has to be
+    // syntactically valid.
+    let connecting = endpoint
+        .connect_with(config, addr, "chat")
+        .map_err(|e| ConnectFailure::Setup(e.to_string()))?;
+    let conn = connecting.await.map_err(ConnectFailure::Quic)?;
+    let peer = peer_info(&conn);
+    let transport = QuicTransport::start(conn, Some(endpoint), limits.clone()).await;
+    Ok((transport, peer))
+}
+
+/// Why a QUIC connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectFailure {
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Quic(ConnectionError),
+}
+
+enum ControlCmd {
+    Frame(Frame),
+    /// Answered once every frame queued before it has been written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Aborts the connection's background tasks when the transport is dropped.
+struct Tasks(Vec<JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// A chat/1 connection over QUIC.
+pub struct QuicTransport {
+    conn: quinn::Connection,
+    /// A client owns its endpoint and waits on it when closing, so that the
+    /// CONNECTION_CLOSE leaves before the process exits.
+    endpoint: Option<quinn::Endpoint>,
+    outgoing: mpsc::UnboundedSender<(MessageId, Bytes)>,
+    control: mpsc::UnboundedSender<ControlCmd>,
+    events: mpsc::Receiver<Event>,
+    end: EndReason,
+    _tasks: Tasks,
+}
+
+/// What the per-connection tasks share.
+#[derive(Clone)]
+struct Shared {
+    conn: quinn::Connection,
+    limits: Limits,
+    events: mpsc::Sender<Event>,
+    control: mpsc::UnboundedSender<ControlCmd>,
+    end: EndReason,
+    received: Arc<Mutex<ReceivedIds>>,
+    peer_control_seen: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// The peer broke the protocol: close with PROTOCOL_ERROR and a reason.
+    fn violation(&self, reason: String) {
+        warn!(peer = %self.conn.remote_address(), "protocol error: {reason}");
+        let reason = super::clip_reason(&reason).to_string();
+        self.end.set(Disconnect::Violation {
+            reason: reason.clone(),
+        });
+        self.conn
+            .close(varint(close_code::PROTOCOL_ERROR), reason.as_bytes());
+    }
+
+    fn record_received(&self, id: MessageId) -> bool {
+        let refused = match self.received.lock() {
+            Ok(mut r) => r.insert(id).err(),
+            Err(_) => return false,
+        };
+        match refused {
+            None => true,
+            Some(super::received::Refused::Duplicate) => {
+                self.violation(format!("message id {id} received twice"));
+                false
+            }
+            Some(super::received::Refused::TooFragmented) => {
+                self.violation("too many gaps in message ids".into());
+                false
+            }
+        }
+    }
+}
+
+impl QuicTransport {
+    async fn start(
+        conn: quinn::Connection,
+        endpoint: Option<quinn::Endpoint>,
+        limits: Limits,
+    ) -> Self {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            conn: conn.clone(),
+            limits,
+            events: events_tx,
+            control: control.clone(),
+            end: EndReason::default(),
+            received: Arc::default(),
+            peer_control_seen: Arc::default(),
+        };
+        let mut tasks = vec![
+            tokio::spawn(watch_close(shared.clone())),
+            tokio::spawn(accept_streams(shared.clone())),
+            tokio::spawn(control_deadline(shared.clone())),
+            tokio::spawn(send_messages(conn.clone(), outgoing_rx)),
+        ];
+        // If the control stream cannot be opened the connection is already
+        // closing, and the close watcher reports why.
+        match conn.open_uni().await {
+            Ok(stream) => tasks.push(tokio::spawn(write_control(stream, control_rx))),
+            Err(e) => debug!("cannot open control stream: {e}"),
+        }
+        QuicTransport {
+            conn,
+            endpoint,
+            outgoing,
+            control,
+            events,
+            end: shared.end,
+            _tasks: Tasks(tasks),
+        }
+    }
+}
+
+impl Transport for QuicTransport {
+    fn send(&mut self, id: MessageId, body: Bytes) {
+        let _ = self.outgoing.send((id, body));
+    }
+
+    fn ack(&mut self, id: MessageId) {
+        let _ = self.control.send(ControlCmd::Frame(Frame::Ack { id }));
+    }
+
+    fn reject(&mut self, id: MessageId, code: u64, reason: &str) {
+        let reason = Bytes::copy_from_slice(super::clip_reason(reason).as_bytes());
+        let _ = self
+            .control
+            .send(ControlCmd::Frame(Frame::Reject { id, code, reason }));
+    }
+
+    async fn next_event(&mut self) -> Event {
+        match self.events.recv().await {
+            Some(e) => e,
+            None => Event::Closed(self.end.get().unwrap_or(Disconnect::Lost {
+                reason: "connection lost".into(),
+            })),
+        }
+    }
+
+    async fn close(&mut self, code: u64, reason: &str) {
+        let reason = super::clip_reason(reason);
+        self.end.set(Disconnect::Local {
+            code,
+            reason: reason.to_string(),
+        });
+        // CONNECTION_CLOSE discards stream data not yet delivered, so first
+        // let queued acknowledgements reach quinn and give them about a round
+        // trip to reach the peer.
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(ControlCmd::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(CLOSE_GRACE, rx).await;
+            let grace = (self.conn.rtt() * 2).min(CLOSE_GRACE);
+            tokio::time::sleep(grace).await;
+        }
+        self.conn.close(varint(code), reason.as_bytes());
+        if let Some(endpoint) = &self.endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+    }
+}
+
+/// Reports the end of the connection, whoever ended it.
+async fn watch_close(shared: Shared) {
+    let err = shared.conn.closed().await;
+    let d = shared.end.set(match err {
+        ConnectionError::ApplicationClosed(c) => Disconnect::Peer {
+            code: c.error_code.into_inner(),
+            reason: codec::reason_text(&c.reason),
+        },
+        ConnectionError::TimedOut => Disconnect::Lost {
+            reason: "connection lost (idle timeout)".into(),
+        },
+        ConnectionError::LocallyClosed => Disconnect::Local {
+            code: close_code::NO_ERROR,
+            reason: "closed".into(),
+        },
+        ConnectionError::Reset => Disconnect::Lost {
+            reason: "connection lost (reset by peer)".into(),
+        },
+        other => Disconnect::Lost {
+            reason: format!("connection lost ({other})"),
+        },
+    });
+    let _ = shared.events.send(Event::Closed(d)).await;
+}
+
+/// Closes the connection if the peer never opens its control stream.
+async fn control_deadline(shared: Shared) {
+    tokio::time::sleep(CONTROL_STREAM_DEADLINE).await;
+    if !shared.peer_control_seen.load(Ordering::Acquire) {
+        shared.violation(format!(
+            "no control stream within {} s",
+            CONTROL_STREAM_DEADLINE.as_secs()
+        ));
+    }
+}
+
+/// Writes our control stream: its type, then ACK/REJECT frames, batching
+/// whatever is queued into one write.
+async fn write_control(mut stream: SendStream, mut rx: mpsc::UnboundedReceiver<ControlCmd>) {
+    let mut buf = BytesMut::with_capacity(256);
+    put_varint(&mut buf, stream_type::CONTROL);
+    let mut flushes = Vec::new();
+    loop {
+        if !buf.is_empty() {
+            if let Err(e) = stream.write_all(&buf).await {
+                debug!("control stream write failed: {e}");
+                return;
+            }
+            buf.clear();
+        }
+        for f in flushes.drain(..) {
+            let _: Result<(), ()> = oneshot::Sender::send(f, ());
+        }
+        let Some(cmd) = rx.recv().await else { return };
+        let mut next = Some(cmd);
+        while let Some(cmd) = next {
+            match cmd {
+                ControlCmd::Frame(f) => f.encode(&mut buf),
+                ControlCmd::Flush(tx) => flushes.push(tx),
+            }
+            next = rx.try_recv().ok();
+        }
+    }
+}
+
+/// Opens one stream per message, in id order, waiting for stream credit when
+/// the peer's limit is reached (the message is delayed, never failed).
+async fn send_messages(
+    conn: quinn::Connection,
+    mut rx: mpsc::UnboundedReceiver<(MessageId, Bytes)>,
+) {
+    while let Some((id, body)) = rx.recv().await {
+        let stream = match conn.open_uni().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!("cannot open message stream: {e}");
+                return;
+            }
+        };
+        tokio::spawn(write_message(stream, id, body));
+    }
+}
+
+async fn write_message(mut stream: SendStream, id: MessageId, body: Bytes) {
+    let mut header = BytesMut::with_capacity(9);
+    put_varint(&mut header, stream_type::MESSAGE);
+    put_varint(&mut header, id);
+    let result = async {
+        stream.write_all(&header).await?;
+        stream.write_chunk(body).await?;
+        Ok::<_, quinn::WriteError>(())
+    }
+    .await;
+    match result {
+        // A peer that stops the stream (TOO_LARGE) also sends a REJECT on its
+        // control stream; that is what reaches the user.
+        Err(e) => debug!(id, "message stream ended early: {e}"),
+        Ok(()) => {
+            let _ = stream.finish();
+        }
+    }
+}
+
+/// Accepts the peer's unidirectional streams and hands each to its reader.
+async fn accept_streams(shared: Shared) {
+    loop {
+        match shared.conn.accept_uni().await {
+            Ok(stream) => {
+                tokio::spawn(read_stream(shared.clone(), stream));
+            }
+            Err(e) => {
+                debug!("no more streams: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// A receive stream with the bytes read past what has been parsed.
+struct StreamReader {
+    stream: RecvStream,
+    buf: BytesMut,
+}
+
+enum Read<T> {
+    Got(T),
+    /// The stream finished.
+    Finished,
+    /// The stream was reset or the connection failed.
+    Failed(ReadError),
+}
+
+impl StreamReader {
+    /// Reads more bytes into the buffer.
+    async fn fill(&mut self) -> Read<()> {
+        match self.stream.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk.bytes);
+                Read::Got(())
+            }
+            Ok(None) => Read::Finished,
+            Err(e) => Read::Failed(e),
+        }
+    }
+
+    async fn varint(&mut self) -> Read<u64> {
+        loop {
+            if let Some(v) = codec::get_varint(&mut self.buf) {
+                return Read::Got(v);
+            }
+            match self.fill().await {
+                Read::Got(()) => {}
+                Read::Finished => return Read::Finished,
+                Read::Failed(e) => return Read::Failed(e),
+            }
+        }
+    }
+}
+
+async fn read_stream(shared: Shared, stream: RecvStream) {
+    let mut reader = StreamReader {
+        stream,
+        buf: BytesMut::new(),
+    };
+    // A stream that ends before its type (and id) are complete is ignored.
+    let ty = match reader.varint().await {
+        Read::Got(ty) => ty,
+        _ => return,
+    };
+    match ty {
+        stream_type::CONTROL => {
+            if shared.peer_control_seen.swap(true, Ordering::AcqRel) {
+                shared.violation("second control stream".into());
+                return;
+            }
+            read_control(shared, reader).await;
+        }
+        stream_type::MESSAGE => read_message(shared, reader).await,
+        other => {
+            debug!("ignoring stream of unknown type {other:#x}");
+            let _ = reader
+                .stream
+                .stop(VarInt::from_u32(stream_error::UNKNOWN_STREAM_TYPE));
+        }
+    }
+}
+
+async fn read_control(shared: Shared, mut reader: StreamReader) {
+    loop {
+        loop {
+            let frame = match FrameDecoder.decode(&mut reader.buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return shared.violation(format!("control stream: {e}")),
+            };
+            let event = match frame {
+                Frame::Ack { id } => Event::Ack { id },
+                Frame::Reject { id, code, reason } => Event::Rejected {
+                    id,
+                    code,
+                    reason: codec::reason_text(&reason),
+                },
+                // Unknown types are skipped; a PING is meaningless here but
+                // harmless, so it is skipped too.
+                Frame::Unknown { .. } | Frame::Ping => continue,
+                f @ (Frame::Data { .. } | Frame::End { .. } | Frame::Close { .. }) => {
+                    return shared.violation(format!("{} frame on the control stream", f.name()));
+                }
+            };
+            if shared.events.send(event).await.is_err() {
+                return;
+            }
+        }
+        match reader.fill().await {
+            Read::Got(()) => {}
+            Read::Finished => return shared.violation("peer finished its control stream".into()),
+            Read::Failed(ReadError::Reset(_)) => {
+                return shared.violation("peer reset its control stream".into());
+            }
+            Read::Failed(_) => return,
+        }
+    }
+}
+
+async fn read_message(shared: Shared, mut reader: StreamReader) {
+    let id = match reader.varint().await {
+        Read::Got(id) => id,
+        _ => return,
+    };
+    if shared.received.lock().is_ok_and(|r| r.contains(id)) {
+        return shared.violation(format!("message id {id} received twice"));
+    }
+    let limit = shared.limits.max_message_size;
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut size = reader.buf.len() as u64;
+    if !reader.buf.is_empty() {
+        parts.push(reader.buf.split().freeze());
+    }
+    loop {
+        if size > limit {
+            let _ = reader
+                .stream
+                .stop(VarInt::from_u32(stream_error::TOO_LARGE));
+            debug!(id, size, limit, "rejecting message over the size limit");
+            let _ = shared.control.send(ControlCmd::Frame(Frame::Reject {
+                id,
+                code: reject_code::TOO_LARGE,
+                reason: Bytes::from(format!("message exceeds the limit of {limit} bytes")),
+            }));
+            return;
+        }
+        match reader.stream.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                size += chunk.bytes.len() as u64;
+                parts.push(chunk.bytes);
+            }
+            Ok(None) => break,
+            // Reset by the sender: the message is abandoned, not acknowledged.
+            Err(e) => {
+                debug!(id, "message stream failed: {e}");
+                return;
+            }
+        }
+    }
+    let body = match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.pop().unwrap_or_default(),
+        _ => {
+            let mut whole = BytesMut::with_capacity(size as usize);
+            for p in &parts {
+                whole.extend_from_slice(p);
+            }
+            whole.freeze()
+        }
+    };
+    if shared.record_received(id) {
+        let _ = shared.events.send(Event::Message { id, body }).await;
+    }
+}
