@@ -179,6 +179,12 @@ pub struct PeerInfo {
     pub transport: &'static str,
 }
 
+/// Shows an IPv4 peer reached through a dual-stack socket as plain IPv4
+/// (`127.0.0.1`, not `::ffff:127.0.0.1`).
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// A chat/1 connection as the chat logic sees it.
 ///
 /// `send`, `ack` and `reject` queue work and return at once; results come

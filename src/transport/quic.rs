@@ -158,7 +158,7 @@ fn peer_info(conn: &quinn::Connection) -> PeerInfo {
         })
         .and_then(|certs| certs.first().map(|c| Fingerprint::of(c)));
     PeerInfo {
-        addr: conn.remote_address(),
+        addr: super::canonical(conn.remote_address()),
         fingerprint,
         transport: "quic",
     }

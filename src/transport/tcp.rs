@@ -133,7 +133,7 @@ async fn handshake(
     Ok(Handshaken {
         stream: TlsStream::Server(stream),
         peer: PeerInfo {
-            addr: from,
+            addr: super::canonical(from),
             fingerprint,
             transport: "tcp",
         },
