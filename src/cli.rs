@@ -30,6 +30,15 @@ pub struct Cli {
 pub enum Command {
     /// Make a self-signed certificate and key, and print its fingerprint.
     Cert(CertArgs),
+    /// Print this client's identity fingerprint (and the server's, in a
+    /// server home or with --mode server), to send to a server's owner.
+    Id,
+    /// Remove a server from the known hosts, e.g. after its key changed.
+    Forget {
+        /// The server as it was given to --addr: HOST or HOST:PORT.
+        #[arg(value_name = "HOST[:PORT]")]
+        host: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -69,7 +78,7 @@ impl TransportKind {
 #[derive(Debug, Args)]
 pub struct ChatArgs {
     /// Run as the server (waits for one client) or the client.
-    #[arg(long, env = "MODE", value_enum, ignore_case = true)]
+    #[arg(long, env = "MODE", value_enum, ignore_case = true, global = true)]
     pub mode: Option<Mode>,
 
     /// QUIC, or TLS over TCP for networks that block UDP.
@@ -96,7 +105,7 @@ pub struct ChatArgs {
 
     /// Where certificates and state are kept [default: the platform's config
     /// directory, e.g. ~/.config/chat].
-    #[arg(long, env = "CHAT_HOME", value_name = "DIR")]
+    #[arg(long, env = "CHAT_HOME", value_name = "DIR", global = true)]
     pub home: Option<PathBuf>,
 
     /// Server: certificate to present (PEM). Client: the server's certificate,
@@ -111,6 +120,21 @@ pub struct ChatArgs {
     /// Client: trust only a server with this certificate fingerprint.
     #[arg(long, value_name = "sha256:HEX")]
     pub fingerprint: Option<Fingerprint>,
+
+    /// Client: trust a server seen for the first time without asking, and
+    /// remember it (for scripts; an interactive client asks instead).
+    #[arg(long)]
+    pub accept_new: bool,
+
+    /// Server: admit only clients with this identity fingerprint
+    /// (repeatable; combines with --allow-file).
+    #[arg(long = "allow", value_name = "sha256:HEX")]
+    pub allow: Vec<Fingerprint>,
+
+    /// Server: admit only clients listed in this file (one fingerprint per
+    /// line, optional label after it, # comments); re-read on each connection.
+    #[arg(long, value_name = "FILE")]
+    pub allow_file: Option<PathBuf>,
 
     /// Client: do not verify the server at all (anyone on the path can read
     /// and change the chat).

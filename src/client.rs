@@ -1,29 +1,54 @@
-//! Client mode: resolve the server, verify it by fingerprint, connect over
-//! the chosen transport, chat until either side leaves.
+//! Client mode: resolve the server, decide how to trust it (pinned
+//! fingerprint, known host, or first contact), connect over the chosen
+//! transport, and chat until either side leaves.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cli::{ChatArgs, TransportKind};
-use crate::identity::{self, Fingerprint};
+use crate::identity::{self, Fingerprint, Identity};
+use crate::known_hosts::{self, KnownHosts};
 use crate::session::{self, Role, UserIo};
 use crate::tls::{self, FingerprintVerifier, ServerTrust};
-use crate::transport::{Limits, PeerInfo, Transport, quic, tcp};
+use crate::transport::{Limits, PeerInfo, Transport, close_code, quic, tcp};
 
 /// How long one connection attempt (to one resolved address) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where the decision to trust the server comes from.
+#[derive(Debug, Clone)]
+enum TrustSource {
+    /// --fingerprint or --cert: never written to known_hosts.
+    Pinned(Fingerprint),
+    /// An entry of known_hosts.
+    Known(known_hosts::Entry),
+    /// Never seen: ask (or --accept-new) after the handshake, before chatting.
+    FirstContact,
+    /// --insecure.
+    Unverified,
+}
+
 /// Runs the client. Returns the process exit status.
-pub async fn run(args: &ChatArgs, limits: Limits, mut io: UserIo) -> Result<u8> {
-    let trust = server_trust(args)?;
-    let verifier = FingerprintVerifier::new(trust.clone());
-    let config = tls::client_config(verifier.clone(), None)?;
-    let addrs = resolve(&args.addr, args.port).await?;
+pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<bool>) -> Result<u8> {
+    let home = identity::home_dir(args.home.as_deref());
+    let me = identity(&home)?;
+    let host = host_key(&args.addr, args.port)?;
+    let known = KnownHosts::in_home(&home);
+    let source = trust_source(args, &known, &host)?;
+    let verifier = FingerprintVerifier::new(match &source {
+        TrustSource::Pinned(fp) => ServerTrust::Pinned(*fp),
+        TrustSource::Known(entry) => ServerTrust::Pinned(entry.fingerprint),
+        TrustSource::FirstContact | TrustSource::Unverified => ServerTrust::AnyValidSignature,
+    });
+    let config = tls::client_config(verifier.clone(), Some(&me))?;
     let mut failures = Vec::new();
-    for addr in addrs {
+    for addr in resolve(&args.addr, args.port).await? {
         info!(%addr, transport = args.transport.name(), "connecting");
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, async {
             match args.transport {
@@ -39,18 +64,20 @@ pub async fn run(args: &ChatArgs, limits: Limits, mut io: UserIo) -> Result<u8> 
         })
         .await
         .unwrap_or_else(|_| Err("timed out".to_string()));
+        let session = Session {
+            args,
+            limits: &limits,
+            host: &host,
+            known: &known,
+            source: &source,
+            interrupt: interrupt.clone(),
+        };
         match attempt {
-            Ok(Connected::Quic(t, p)) => return chat(t, p, &limits, &mut io).await,
-            Ok(Connected::Tcp(t, p)) => return chat(t, p, &limits, &mut io).await,
+            Ok(Connected::Quic(t, p)) => return session.run(t, p).await,
+            Ok(Connected::Tcp(t, p)) => return session.run(t, p).await,
             Err(e) => {
-                if let (ServerTrust::Pinned(want), Some(seen)) = (&trust, verifier.seen())
-                    && *want != seen
-                {
-                    bail!(
-                        "the server at {addr} presented fingerprint {seen}, but {want} was pinned; \
-                         refusing to connect (if the server's certificate really changed, \
-                         check the new fingerprint with its owner)"
-                    );
+                if let Some(seen) = verifier.seen() {
+                    mismatch(&source, &addr, seen, &known)?;
                 }
                 warn!(%addr, "cannot connect: {e}");
                 failures.push(format!("{addr}: {e}"));
@@ -60,33 +87,42 @@ pub async fn run(args: &ChatArgs, limits: Limits, mut io: UserIo) -> Result<u8> 
     bail!("cannot connect to {}: {}", args.addr, failures.join("; "))
 }
 
-enum Connected {
-    Quic(quic::QuicTransport, PeerInfo),
-    Tcp(tcp::TcpTransport, PeerInfo),
+/// Fails with a full explanation if `seen` is not the fingerprint we expected.
+fn mismatch(
+    source: &TrustSource,
+    addr: &SocketAddr,
+    seen: Fingerprint,
+    known: &KnownHosts,
+) -> Result<()> {
+    match source {
+        TrustSource::Pinned(want) if *want != seen => bail!(
+            "the server at {addr} presented fingerprint {seen}, but {want} was pinned; \
+             refusing to connect (if the server's certificate really changed, check the new \
+             fingerprint with its owner)"
+        ),
+        TrustSource::Known(entry) if entry.fingerprint != seen => bail!(
+            "THE SERVER'S IDENTITY HAS CHANGED. Someone may be intercepting this connection, \
+             or the server got a new certificate.\n  \
+             expected (known_hosts): {}\n  presented by {addr}:  {seen}\n  \
+             the entry is {}:{}\n\
+             If you have confirmed the new fingerprint with the server's owner, remove the old \
+             entry with: chat forget {}",
+            entry.fingerprint,
+            known.path().display(),
+            entry.line,
+            entry.host,
+        ),
+        _ => Ok(()),
+    }
 }
 
-async fn chat<T: Transport>(
-    mut transport: T,
-    peer: PeerInfo,
-    limits: &Limits,
-    io: &mut UserIo,
-) -> Result<u8> {
-    io.out
-        .connected(peer.transport, peer.addr, peer.fingerprint);
-    let outcome = session::run(&mut transport, io, Role::Client, limits.idle_timeout).await;
-    drop(transport);
-    Ok(if outcome.disconnect.is_normal() { 0 } else { 1 })
-}
-
-/// Pinned fingerprint, pinned certificate file, or (only when asked for) no
-/// verification at all.
-fn server_trust(args: &ChatArgs) -> Result<ServerTrust> {
+fn trust_source(args: &ChatArgs, known: &KnownHosts, host: &str) -> Result<TrustSource> {
     if let Some(fp) = args.fingerprint {
-        return Ok(ServerTrust::Pinned(fp));
+        return Ok(TrustSource::Pinned(fp));
     }
     if let Some(path) = &args.cert {
         let cert = identity::load_cert(path).context("cannot read --cert")?;
-        return Ok(ServerTrust::Pinned(Fingerprint::of(&cert)));
+        return Ok(TrustSource::Pinned(Fingerprint::of(&cert)));
     }
     if args.insecure {
         eprintln!(
@@ -94,38 +130,157 @@ fn server_trust(args: &ChatArgs) -> Result<ServerTrust> {
              and the server can read and change this chat."
         );
         warn!("server verification disabled by --insecure");
-        return Ok(ServerTrust::AnyValidSignature);
+        return Ok(TrustSource::Unverified);
     }
-    bail!(
-        "cannot verify the server: pass --fingerprint sha256:… (the server prints its \
-         fingerprint when it starts listening), or --cert with the server's certificate file, \
-         or --insecure to skip verification"
-    )
+    match known.lookup(host)? {
+        Some(entry) => Ok(TrustSource::Known(entry)),
+        None => Ok(TrustSource::FirstContact),
+    }
 }
 
-/// Resolves `HOST`, `HOST:PORT`, `IP`, `IPv4:PORT` or `[IPv6]:PORT` to every
-/// address it names.
-pub async fn resolve(addr: &str, default_port: u16) -> Result<Vec<SocketAddr>> {
+enum Connected {
+    Quic(quic::QuicTransport, PeerInfo),
+    Tcp(tcp::TcpTransport, PeerInfo),
+}
+
+/// Everything needed once a connection is up.
+struct Session<'a> {
+    args: &'a ChatArgs,
+    limits: &'a Limits,
+    host: &'a str,
+    known: &'a KnownHosts,
+    source: &'a TrustSource,
+    interrupt: watch::Receiver<bool>,
+}
+
+impl Session<'_> {
+    async fn run<T: Transport>(self, mut transport: T, peer: PeerInfo) -> Result<u8> {
+        if let TrustSource::FirstContact = self.source
+            && let Err(e) = self.first_contact(&peer).await
+        {
+            transport
+                .close(close_code::NO_ERROR, "server not trusted")
+                .await;
+            return Err(e);
+        }
+        let mut io = UserIo::stdio(self.args.json, self.interrupt);
+        io.out
+            .connected(peer.transport, peer.addr, peer.fingerprint, None);
+        let outcome = session::run(
+            &mut transport,
+            &mut io,
+            Role::Client,
+            self.limits.idle_timeout,
+        )
+        .await;
+        drop(transport);
+        Ok(if outcome.disconnect.is_normal() { 0 } else { 1 })
+    }
+
+    /// A server never seen before: ask at a terminal, accept with
+    /// --accept-new, refuse otherwise. Trusted servers are recorded.
+    async fn first_contact(&self, peer: &PeerInfo) -> Result<()> {
+        let Some(fp) = peer.fingerprint else {
+            bail!("the server presented no certificate");
+        };
+        let interactive = !self.args.json && std::io::stdin().is_terminal();
+        let accepted = if self.args.accept_new {
+            true
+        } else if interactive {
+            eprintln!(
+                "The server {} ({}) is not known yet.\nIts fingerprint is {fp}\n\
+                 Compare it with the one the server printed when it started.",
+                self.host, peer.addr
+            );
+            ask("Trust this server? [y/N] ").await?
+        } else {
+            bail!(
+                "the server {} ({}) is not known yet; its fingerprint is {fp}. \
+                 Compare it with the one the server printed, then run again with --accept-new \
+                 to trust and remember it, or with --fingerprint {fp} to trust it this once",
+                self.host,
+                peer.addr
+            );
+        };
+        if !accepted {
+            bail!("server not trusted");
+        }
+        self.known.record(self.host, fp)?;
+        eprintln!(
+            "Recorded {} {fp} in {}",
+            self.host,
+            self.known.path().display()
+        );
+        Ok(())
+    }
+}
+
+/// Asks a yes/no question on the terminal. The blocking read runs off the
+/// runtime's thread so the connection keeps its keep-alives going meanwhile.
+async fn ask(question: &str) -> Result<bool> {
+    eprint!("{question}");
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await
+    .context("prompt failed")?
+    .context("cannot read the answer")?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// The client's own identity, created in its home on first use.
+pub fn identity(home: &Path) -> Result<Identity> {
+    let dir = Identity::client_dir(home);
+    Identity::load_or_create(&dir, &["chat-client".to_string()]).with_context(|| {
+        format!(
+            "cannot load or create the client identity in {}",
+            dir.display()
+        )
+    })
+}
+
+/// Splits `HOST`, `HOST:PORT`, `IP`, `IPv4:PORT`, `[IPv6]` or `[IPv6]:PORT`.
+fn split_host_port(addr: &str, default_port: u16) -> Result<(String, u16)> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
-        return Ok(vec![sa]);
+        return Ok((sa.ip().to_string(), sa.port()));
     }
     let bare = addr
         .strip_prefix('[')
         .and_then(|a| a.strip_suffix(']'))
         .unwrap_or(addr);
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, default_port)]);
+        return Ok((ip.to_string(), default_port));
     }
-    let (host, port) = match addr.rsplit_once(':') {
+    match addr.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => {
             let port = p
                 .parse::<u16>()
-                .with_context(|| format!("bad port in --addr {addr:?}"))?;
-            (h, port)
+                .with_context(|| format!("bad port in {addr:?}"))?;
+            Ok((h.to_string(), port))
         }
-        _ => (addr, default_port),
-    };
-    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        _ => Ok((addr.to_string(), default_port)),
+    }
+}
+
+/// The name a server is known by in known_hosts: `host:port`, with IPv6
+/// addresses in brackets and host names in lower case.
+pub fn host_key(addr: &str, default_port: u16) -> Result<String> {
+    let (host, port) = split_host_port(addr, default_port)?;
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{}:{port}", host.to_ascii_lowercase())
+    })
+}
+
+/// Resolves an address in any of the forms above to every address it names.
+pub async fn resolve(addr: &str, default_port: u16) -> Result<Vec<SocketAddr>> {
+    let (host, port) = split_host_port(addr, default_port)?;
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
         .with_context(|| format!("cannot resolve {host:?}"))?
         .collect();
@@ -155,5 +310,14 @@ mod tests {
                 .all(|a| a.ip().is_loopback() && a.port() == 7200)
         );
         assert!(resolve("localhost:notaport", 1).await.is_err());
+    }
+
+    #[test]
+    fn host_keys_are_normalised() {
+        assert_eq!(host_key("LocalHost", 7200).unwrap(), "localhost:7200");
+        assert_eq!(host_key("localhost:7201", 7200).unwrap(), "localhost:7201");
+        assert_eq!(host_key("::1", 7200).unwrap(), "[::1]:7200");
+        assert_eq!(host_key("[::1]:9", 7200).unwrap(), "[::1]:9");
+        assert_eq!(host_key("10.0.0.1", 7200).unwrap(), "10.0.0.1:7200");
     }
 }

@@ -38,6 +38,11 @@ pub enum IdentityError {
     Pem { path: PathBuf, what: &'static str },
     #[error("{0} already exists; pass --force to replace it")]
     Exists(PathBuf),
+    #[error(
+        "{} can be read by other users (mode {mode:03o}); private keys must not be. Fix it with: chmod 600 {}",
+        path.display(), path.display()
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
 }
@@ -113,14 +118,53 @@ impl Identity {
         })
     }
 
+    /// Like [`Identity::load`], but first refuses a key file that other
+    /// users can read (as ssh does).
+    pub fn load_private(cert_path: &Path, key_path: &Path) -> Result<Self, IdentityError> {
+        check_key_permissions(key_path)?;
+        Self::load(cert_path, key_path)
+    }
+
     /// Loads the identity in `dir`, creating it first if there is none.
     pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Self, IdentityError> {
         let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
         if !key.exists() {
             write_new(dir, names, false)?;
         }
-        Self::load(&cert, &key)
+        Self::load_private(&cert, &key)
     }
+
+    /// The server identity kept in a home directory.
+    pub fn server_dir(home: &Path) -> PathBuf {
+        home.join("server")
+    }
+
+    /// The client identity kept in a home directory.
+    pub fn client_dir(home: &Path) -> PathBuf {
+        home.join("client")
+    }
+}
+
+/// Refuses a private key file with any permission bits for group or others.
+pub fn check_key_permissions(path: &Path) -> Result<(), IdentityError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(path).map_err(|source| IdentityError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::KeyPermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Reads the first certificate of a PEM file.
@@ -178,8 +222,12 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Ident
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
+    // Unique per process and per call, so concurrent writers never share a
+    // temp file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}.tmp{}.{n}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));

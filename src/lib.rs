@@ -12,11 +12,13 @@
 //! - [`server`], [`client`] and [`cli`]: the program's two modes and its
 //!   command line.
 
+pub mod allow;
 pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod identity;
 pub mod input;
+pub mod known_hosts;
 pub mod output;
 pub mod render;
 pub mod server;

@@ -9,9 +9,11 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use chat::cli::{CertArgs, Cli, Command, Mode};
+use chat::identity::Identity;
+use chat::known_hosts::KnownHosts;
 use chat::session::UserIo;
 use chat::transport::Limits;
-use chat::{client, identity, input, output, server};
+use chat::{client, identity, output, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,6 +27,8 @@ fn main() -> ExitCode {
 
     let status = match &cli.command {
         Some(Command::Cert(args)) => report(cert(args), false),
+        Some(Command::Id) => report(id(&cli), false),
+        Some(Command::Forget { host }) => report(forget(&cli, host), false),
         None => {
             let Some(mode) = cli.chat.mode else {
                 Cli::command()
@@ -76,16 +80,44 @@ async fn chat(mode: Mode, cli: &Cli) -> Result<u8> {
             let _ = interrupt_tx.send(true);
         }
     });
-    let io = UserIo {
-        input: input::spawn_stdin(args.json),
-        input_open: true,
-        out: output::stdout(args.json),
-        interrupt,
-    };
     match mode {
-        Mode::Server => server::run(args, limits, io).await,
-        Mode::Client => client::run(args, limits, io).await,
+        Mode::Server => server::run(args, limits, UserIo::stdio(args.json, interrupt)).await,
+        // The client may ask the user whether to trust the server before the
+        // chat starts reading input, so it sets up its own I/O.
+        Mode::Client => client::run(args, limits, interrupt).await,
     }
+}
+
+/// `chat id`: the fingerprints to hand to the other side.
+fn id(cli: &Cli) -> Result<u8> {
+    let home = identity::home_dir(cli.chat.home.as_deref());
+    let server_dir = Identity::server_dir(&home);
+    let show_client = cli.chat.mode != Some(Mode::Server);
+    let show_server = cli.chat.mode == Some(Mode::Server)
+        || (cli.chat.mode.is_none() && server_dir.join(identity::KEY_FILE).exists());
+    if show_client {
+        let id = client::identity(&home)?;
+        println!("client {}", id.fingerprint());
+    }
+    if show_server {
+        let id = server::home_identity(&home)?;
+        println!("server {}", id.fingerprint());
+    }
+    Ok(0)
+}
+
+/// `chat forget HOST[:PORT]`: drop a server from the known hosts.
+fn forget(cli: &Cli, host: &str) -> Result<u8> {
+    let home = identity::home_dir(cli.chat.home.as_deref());
+    let key = client::host_key(host, cli.chat.port)?;
+    let known = KnownHosts::in_home(&home);
+    let removed = known.forget(&key)?;
+    if removed == 0 {
+        eprintln!("{key} is not in {}", known.path().display());
+        return Ok(1);
+    }
+    eprintln!("removed {key} from {}", known.path().display());
+    Ok(0)
 }
 
 fn cert(args: &CertArgs) -> Result<u8> {

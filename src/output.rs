@@ -19,7 +19,14 @@ use crate::transport::{Disconnect, MessageId, close_code, reject_code};
 /// Receives every event the user should know about.
 pub trait Output: Send {
     fn listening(&mut self, transport: &str, addr: SocketAddr, fingerprint: Fingerprint);
-    fn connected(&mut self, transport: &str, peer: SocketAddr, fingerprint: Option<Fingerprint>);
+    /// `label` is the allow list's name for the peer, if it has one.
+    fn connected(
+        &mut self,
+        transport: &str,
+        peer: SocketAddr,
+        fingerprint: Option<Fingerprint>,
+        label: Option<&str>,
+    );
     fn sent(&mut self, id: MessageId, bytes: usize);
     fn ack(&mut self, id: MessageId, rtt: Duration);
     fn rejected(&mut self, id: MessageId, code: u64, reason: &str);
@@ -62,9 +69,19 @@ impl<W: Write + Send> Output for JsonOutput<W> {
             "addr": addr.to_string(), "fingerprint": fingerprint.to_string()}));
     }
 
-    fn connected(&mut self, transport: &str, peer: SocketAddr, fingerprint: Option<Fingerprint>) {
-        self.emit(json!({"event": "connected", "transport": transport,
-            "peer": peer.to_string(), "fingerprint": fingerprint.map(|f| f.to_string())}));
+    fn connected(
+        &mut self,
+        transport: &str,
+        peer: SocketAddr,
+        fingerprint: Option<Fingerprint>,
+        label: Option<&str>,
+    ) {
+        let mut v = json!({"event": "connected", "transport": transport,
+            "peer": peer.to_string(), "fingerprint": fingerprint.map(|f| f.to_string())});
+        if let Some(label) = label {
+            v["label"] = Value::from(label);
+        }
+        self.emit(v);
     }
 
     fn sent(&mut self, id: MessageId, bytes: usize) {
@@ -134,10 +151,17 @@ impl<W: Write + Send> Output for PlainOutput<W> {
         self.line("waiting for a client…");
     }
 
-    fn connected(&mut self, transport: &str, peer: SocketAddr, fingerprint: Option<Fingerprint>) {
-        let who = match fingerprint {
-            Some(fp) => format!(" (identity {fp})"),
-            None => String::new(),
+    fn connected(
+        &mut self,
+        transport: &str,
+        peer: SocketAddr,
+        fingerprint: Option<Fingerprint>,
+        label: Option<&str>,
+    ) {
+        let who = match (fingerprint, label) {
+            (Some(fp), Some(label)) => format!(" ({} {fp})", sanitize_line(label)),
+            (Some(fp), None) => format!(" (identity {fp})"),
+            (None, _) => " (no identity)".to_string(),
         };
         self.line(&format!("connected to {peer} over {transport}{who}"));
     }

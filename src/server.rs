@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::allow::{AllowList, Verdict};
 
 use crate::cli::{ChatArgs, TransportKind};
 use crate::identity::{self, Identity};
@@ -28,6 +30,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs the server until Ctrl-C. Returns the process exit status.
 pub async fn run(args: &ChatArgs, limits: Limits, mut io: UserIo) -> Result<u8> {
     let identity = server_identity(args)?;
+    let allow = AllowList::new(args.allow.clone(), args.allow_file.clone());
+    allow.validate()?;
     let fingerprint = identity.fingerprint();
     let transport = args.transport.name();
     match args.transport {
@@ -43,7 +47,7 @@ pub async fn run(args: &ChatArgs, limits: Limits, mut io: UserIo) -> Result<u8> 
             io.out.listening(transport, addr, fingerprint);
             let (tx, rx) = mpsc::channel(16);
             let acceptor = listener.spawn_acceptor(tx);
-            serve(rx, &mut io, limits).await;
+            serve(rx, &mut io, limits, allow.clone()).await;
             acceptor.abort();
             listener.shutdown().await;
         }
@@ -68,7 +72,7 @@ pub async fn run(args: &ChatArgs, limits: Limits, mut io: UserIo) -> Result<u8> 
             io.out.listening(transport, addr, fingerprint);
             let (tx, rx) = mpsc::channel(16);
             let acceptor = listener.spawn_acceptor(tx);
-            serve(rx, &mut io, limits).await;
+            serve(rx, &mut io, limits, allow.clone()).await;
             acceptor.abort();
         }
     }
@@ -79,18 +83,23 @@ pub async fn run(args: &ChatArgs, limits: Limits, mut io: UserIo) -> Result<u8> 
 /// (created on first start).
 fn server_identity(args: &ChatArgs) -> Result<Identity> {
     match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => Identity::load(cert, key).context("cannot load --cert/--key"),
-        (Some(_), None) => anyhow::bail!("--cert needs --key"),
-        _ => {
-            let dir = identity::home_dir(args.home.as_deref()).join("server");
-            Identity::load_or_create(&dir, &[hostname()]).with_context(|| {
-                format!(
-                    "cannot load or create the server identity in {}",
-                    dir.display()
-                )
-            })
+        (Some(cert), Some(key)) => {
+            Identity::load_private(cert, key).context("cannot load --cert/--key")
         }
+        (Some(_), None) => anyhow::bail!("--cert needs --key"),
+        _ => home_identity(&identity::home_dir(args.home.as_deref())),
     }
+}
+
+/// The server identity kept in `home`, created on first use.
+pub fn home_identity(home: &Path) -> Result<Identity> {
+    let dir = Identity::server_dir(home);
+    Identity::load_or_create(&dir, &[hostname()]).with_context(|| {
+        format!(
+            "cannot load or create the server identity in {}",
+            dir.display()
+        )
+    })
 }
 
 fn hostname() -> String {
@@ -128,18 +137,23 @@ async fn bind_any<L>(args: &ChatArgs, bind: impl Fn(SocketAddr) -> Result<L>) ->
 }
 
 /// Serves clients one at a time until the user interrupts.
-async fn serve<H: Handshaken>(handshakes: mpsc::Receiver<H>, io: &mut UserIo, limits: Limits) {
+async fn serve<H: Handshaken>(
+    handshakes: mpsc::Receiver<H>,
+    io: &mut UserIo,
+    limits: Limits,
+    allow: AllowList,
+) {
     let busy = Arc::new(AtomicBool::new(false));
-    let (admit_tx, mut admitted) = mpsc::channel::<H>(1);
-    let doorman = tokio::spawn(doorman(handshakes, admit_tx, busy.clone()));
+    let (admit_tx, mut admitted) = mpsc::channel::<(H, Option<String>)>(1);
+    let doorman = tokio::spawn(doorman(handshakes, admit_tx, busy.clone(), allow));
     loop {
         tokio::select! {
             biased;
             () = session::interrupted(&mut io.interrupt) => break,
-            Some(conn) = admitted.recv() => {
+            Some((conn, label)) = admitted.recv() => {
                 let peer = conn.peer().clone();
                 info!(peer = %peer.addr, "client connected");
-                io.out.connected(peer.transport, peer.addr, peer.fingerprint);
+                io.out.connected(peer.transport, peer.addr, peer.fingerprint, label.as_deref());
                 let mut transport = conn.start(limits.clone()).await;
                 let outcome = session::run(&mut transport, io, Role::Server, limits.idle_timeout).await;
                 drop(transport);
@@ -160,19 +174,36 @@ async fn serve<H: Handshaken>(handshakes: mpsc::Receiver<H>, io: &mut UserIo, li
     doorman.abort();
 }
 
-/// Admits a handshaken peer when no chat is open, refuses it as BUSY
-/// otherwise. Refusals run in their own tasks: a slow peer cannot hold up
-/// the next decision.
+/// Decides about each handshaken peer: refused as UNAUTHORIZED when an allow
+/// list is set and it is not on it (checked first, so an outsider learns
+/// nothing about whether a chat is open), refused as BUSY while a chat is
+/// open, admitted otherwise. Refusals run in their own tasks: a slow peer
+/// cannot hold up the next decision.
 async fn doorman<H: Handshaken>(
     mut handshakes: mpsc::Receiver<H>,
-    admit: mpsc::Sender<H>,
+    admit: mpsc::Sender<(H, Option<String>)>,
     busy: Arc<AtomicBool>,
+    allow: AllowList,
 ) {
     while let Some(conn) = handshakes.recv().await {
+        let peer = conn.peer().clone();
+        let who = peer
+            .fingerprint
+            .map_or("no certificate".to_string(), |f| f.to_string());
+        let label = match allow.check(peer.fingerprint) {
+            Verdict::Open => None,
+            Verdict::Allowed { label } => label,
+            Verdict::Denied => {
+                warn!(peer = %peer.addr, identity = %who, "refusing a client not on the allow list");
+                let reason = format!("not on the server's allow list; your identity is {who}");
+                tokio::spawn(async move { conn.refuse(close_code::UNAUTHORIZED, &reason).await });
+                continue;
+            }
+        };
         if busy.swap(true, Ordering::AcqRel) {
-            info!(peer = %conn.peer().addr, "refusing a client: busy in another chat");
+            info!(peer = %peer.addr, identity = %who, "refusing a client: busy in another chat");
             tokio::spawn(conn.refuse(close_code::BUSY, "the server is busy in another chat"));
-        } else if admit.send(conn).await.is_err() {
+        } else if admit.send((conn, label)).await.is_err() {
             return;
         }
     }

@@ -47,6 +47,16 @@ pub async fn interrupted(signal: &mut watch::Receiver<bool>) {
 }
 
 impl UserIo {
+    /// Standard input and output, as lines or (with `json`) JSON objects.
+    pub fn stdio(json: bool, interrupt: watch::Receiver<bool>) -> Self {
+        UserIo {
+            input: crate::input::spawn_stdin(json),
+            input_open: true,
+            out: crate::output::stdout(json),
+            interrupt,
+        }
+    }
+
     pub fn is_interrupted(&self) -> bool {
         *self.interrupt.borrow()
     }
@@ -207,7 +217,7 @@ mod tests {
 
     impl Output for Recorder {
         fn listening(&mut self, _: &str, _: SocketAddr, _: Fingerprint) {}
-        fn connected(&mut self, _: &str, _: SocketAddr, _: Option<Fingerprint>) {}
+        fn connected(&mut self, _: &str, _: SocketAddr, _: Option<Fingerprint>, _: Option<&str>) {}
         fn sent(&mut self, id: MessageId, bytes: usize) {
             self.0.lock().unwrap().push(format!("sent {id} {bytes}"));
         }

@@ -633,6 +633,11 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
     }
     loop {
         if size > limit {
+            // A refused message still counts as received: its id may not be
+            // used again (as on TCP).
+            if !shared.record_received(id) {
+                return;
+            }
             let _ = reader
                 .stream
                 .stop(VarInt::from_u32(stream_error::TOO_LARGE));

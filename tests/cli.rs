@@ -1,0 +1,106 @@
+//! Command line: environment fallbacks, address forms, usage errors.
+
+mod common;
+
+use common::*;
+
+both_transports!(
+    env_mode_server_without_mode_flag,
+    env_mode_client_and_ip_addr_without_flags,
+    addr_localhost_reaches_ipv4_server,
+    addr_ipv6_loopback,
+    usage_errors_exit_2,
+);
+
+/// `MODE=server` stands in for `--mode server`.
+fn env_mode_server_without_mode_flag(t: Transport) {
+    let (mut server, addr, fp) =
+        start_server_with(t, "127.0.0.1", &[], &[("MODE", "server")], false);
+    let mut client = start_client(t, &addr, &fp, &[]);
+    await_connected(&mut server, &mut client, t, &fp);
+    exchange(&mut client, &mut server, 0, "env server");
+    exchange(&mut server, &mut client, 0, "env server answers");
+}
+
+/// `MODE=client IP_ADDR=127.0.0.1:PORT` stand in for `--mode client --addr …`.
+fn env_mode_client_and_ip_addr_without_flags(t: Transport) {
+    let (mut server, addr, fp) = start_server(t, &[]);
+    let ip_addr = format!("127.0.0.1:{}", port_of(&addr));
+    let mut client = start_client_with(
+        t,
+        None,
+        &fp,
+        &[],
+        &[("MODE", "client"), ("IP_ADDR", ip_addr.as_str())],
+        false,
+    );
+    await_connected(&mut server, &mut client, t, &fp);
+    exchange(&mut client, &mut server, 0, "env client");
+    exchange(&mut server, &mut client, 0, "env client answered");
+}
+
+/// `--addr localhost:PORT` works against a server bound to 127.0.0.1 (all
+/// resolved addresses are tried).
+fn addr_localhost_reaches_ipv4_server(t: Transport) {
+    let (mut server, addr, fp) = start_server(t, &[]);
+    let mut client = start_client(t, &format!("localhost:{}", port_of(&addr)), &fp, &[]);
+    await_connected(&mut server, &mut client, t, &fp);
+    exchange(&mut client, &mut server, 0, "via localhost");
+}
+
+/// `--addr [::1]:PORT` against a server started with `--bind ::1`.
+fn addr_ipv6_loopback(t: Transport) {
+    if let Err(why) = ipv6_loopback_available() {
+        eprintln!(
+            "SKIPPED addr_ipv6_loopback ({}): this machine has no IPv6 loopback: {why}",
+            t.as_str()
+        );
+        println!(
+            "SKIPPED addr_ipv6_loopback ({}): this machine has no IPv6 loopback: {why}",
+            t.as_str()
+        );
+        return;
+    }
+    let (mut server, addr, fp) = start_server_with(t, "::1", &[], &[], true);
+    assert!(
+        addr.parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.is_ipv6()),
+        "server bound to ::1 should listen on an IPv6 address, got {addr}"
+    );
+    let mut client = start_client(t, &format!("[::1]:{}", port_of(&addr)), &fp, &[]);
+    await_connected(&mut server, &mut client, t, &fp);
+    exchange(&mut client, &mut server, 0, "over ipv6");
+    exchange(&mut server, &mut client, 0, "ipv6 answer");
+}
+
+/// Usage errors exit with status 2: an unknown mode, and no mode at all
+/// (no `--mode`, no `MODE`, no subcommand).
+fn usage_errors_exit_2(t: Transport) {
+    let (st, p) = run_chat(
+        "chat --mode bogus",
+        &["--mode", "bogus", "--transport", t.as_str()],
+        TIMEOUT,
+    );
+    assert_eq!(
+        st.code(),
+        Some(2),
+        "`chat --mode bogus` should exit 2, got {st}; stderr:\n{}",
+        p.stderr_text()
+    );
+
+    let (st, p) = run_chat("chat (no mode)", &["--transport", t.as_str()], TIMEOUT);
+    assert_eq!(
+        st.code(),
+        Some(2),
+        "`chat` without a mode should exit 2, got {st}; stderr:\n{}",
+        p.stderr_text()
+    );
+
+    let (st, p) = run_chat("chat (no args)", &[], TIMEOUT);
+    assert_eq!(
+        st.code(),
+        Some(2),
+        "`chat` with no arguments should exit 2, got {st}; stderr:\n{}",
+        p.stderr_text()
+    );
+}

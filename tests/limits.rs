@@ -1,0 +1,79 @@
+//! Limits: messages over the receiver's --max-message-size are rejected.
+
+mod common;
+
+use common::*;
+
+both_transports!(too_large_message_rejected_both_directions);
+
+fn expect_rejected(p: &mut Peer, id: u64) {
+    let r = p.wait_event_id("rejected", id, TIMEOUT);
+    if r["code"].as_u64() != Some(1) {
+        p.fail(&format!("rejected.code should be 1 (TOO_LARGE): {r}"));
+    }
+    if !r["reason"].is_string() {
+        p.fail(&format!("rejected.reason should be a string: {r}"));
+    }
+}
+
+/// Both sides accept at most 1000 bytes. 5000 and 1001 bytes are rejected
+/// with TOO_LARGE (code 1); exactly 1000 bytes and small messages are still
+/// delivered and acked — the chat goes on.
+fn too_large_message_rejected_both_directions(t: Transport) {
+    let Chat {
+        mut server,
+        mut client,
+        ..
+    } = start_chat(
+        t,
+        &["--max-message-size", "1000"],
+        &["--max-message-size", "1000"],
+    );
+
+    // client -> server
+    client.send_base64(&pseudo_random_bytes(5000, 1));
+    expect_rejected(&mut client, 0);
+    exchange(&mut client, &mut server, 1, "small after too large");
+    client.send_text(&"x".repeat(1001));
+    expect_rejected(&mut client, 2);
+    let exact = "y".repeat(1000);
+    exchange(&mut client, &mut server, 3, &exact);
+
+    // server -> client
+    server.send_text(&"z".repeat(5000));
+    expect_rejected(&mut server, 0);
+    exchange(&mut server, &mut client, 1, "chat goes on");
+
+    // No ack for a rejected message, and the receiver never delivered it.
+    for (p, rejected) in [(&mut client, vec![0u64, 2]), (&mut server, vec![0u64])] {
+        p.poll();
+        for a in p.events_named("ack") {
+            let id = a["id"].as_u64().unwrap();
+            assert!(
+                !rejected.contains(&id),
+                "[{}] rejected message {id} was acked: {a}",
+                p.label
+            );
+        }
+    }
+    server.poll();
+    let got: Vec<u64> = server
+        .events_named("message")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert!(
+        !got.contains(&0) && !got.contains(&2),
+        "server delivered a too-large message: {got:?}"
+    );
+    client.poll();
+    let got: Vec<u64> = client
+        .events_named("message")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert!(
+        !got.contains(&0),
+        "client delivered a too-large message: {got:?}"
+    );
+}
