@@ -160,6 +160,18 @@ impl EndReason {
     }
 }
 
+/// A connection's background tasks, aborted when the transport is dropped so
+/// that nothing outlives the chat it served.
+pub(crate) struct Tasks(pub Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 /// Settings both transports share.
 #[derive(Debug, Clone)]
 pub struct Limits {

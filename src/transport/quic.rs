@@ -237,17 +237,6 @@ enum ControlCmd {
     Flush(oneshot::Sender<()>),
 }
 
-/// Aborts the connection's background tasks when the transport is dropped.
-struct Tasks(Vec<JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
 /// A chat/1 connection over QUIC.
 pub struct QuicTransport {
     conn: quinn::Connection,
@@ -258,7 +247,7 @@ pub struct QuicTransport {
     control: mpsc::UnboundedSender<ControlCmd>,
     events: mpsc::Receiver<Event>,
     end: EndReason,
-    _tasks: Tasks,
+    _tasks: super::Tasks,
 }
 
 /// What the per-connection tasks share.
@@ -341,7 +330,7 @@ impl QuicTransport {
             control,
             events,
             end: shared.end,
-            _tasks: Tasks(tasks),
+            _tasks: super::Tasks(tasks),
         }
     }
 }

@@ -218,17 +218,6 @@ enum Ctrl {
     Shutdown,
 }
 
-/// Aborts the connection's tasks when the transport is dropped.
-struct Tasks(Vec<JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
 /// A chat/1 connection over TLS over TCP.
 pub struct TcpTransport {
     control: mpsc::UnboundedSender<Ctrl>,
@@ -236,7 +225,7 @@ pub struct TcpTransport {
     events: mpsc::Receiver<Event>,
     end: EndReason,
     reader: Option<JoinHandle<()>>,
-    _tasks: Tasks,
+    _tasks: super::Tasks,
 }
 
 impl TcpTransport {
@@ -280,7 +269,7 @@ impl TcpTransport {
             events,
             end,
             reader: Some(reader),
-            _tasks: Tasks(vec![writer]),
+            _tasks: super::Tasks(vec![writer]),
         }
     }
 }
