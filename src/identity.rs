@@ -128,6 +128,24 @@ impl Identity {
     /// Loads the identity in `dir`, creating it first if there is none.
     pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Self, IdentityError> {
         let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
+        // Two processes starting in a fresh home at once must not each
+        // write half of a pair: creation happens under a lock.
+        fs::create_dir_all(dir).map_err(|source| IdentityError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock_path = dir.join(".lock");
+        let lock_err = |source| IdentityError::Write {
+            path: lock_path.clone(),
+            source,
+        };
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(lock_err)?;
+        lock.lock().map_err(lock_err)?;
         if !key.exists() {
             write_new(dir, names, false)?;
         }

@@ -6,11 +6,13 @@
 
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -164,6 +166,8 @@ pub struct Peer {
     stdout_closed: bool,
     history: Vec<Recorded>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Set by the stderr thread when it has read everything (EOF).
+    stderr_closed: Arc<AtomicBool>,
     write_error: Arc<Mutex<Option<String>>>,
     exit: Option<ExitStatus>,
     home: Option<TempDir>,
@@ -295,14 +299,19 @@ impl Peer {
 
         // stderr drain thread
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr_closed = Arc::new(AtomicBool::new(false));
         {
             let mut err = child.stderr.take().expect("stderr piped");
             let stderr = Arc::clone(&stderr);
+            let stderr_closed = Arc::clone(&stderr_closed);
             thread::spawn(move || {
                 let mut chunk = [0u8; 8192];
                 loop {
                     match err.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
+                        Ok(0) | Err(_) => {
+                            stderr_closed.store(true, Ordering::SeqCst);
+                            return;
+                        }
                         Ok(n) => {
                             let mut s = stderr.lock().unwrap();
                             s.extend_from_slice(&chunk[..n]);
@@ -324,6 +333,7 @@ impl Peer {
             stdout_closed: false,
             history: Vec::new(),
             stderr,
+            stderr_closed,
             write_error,
             exit: None,
             home,
@@ -467,13 +477,32 @@ impl Peer {
         pred: impl Fn(&Value) -> bool,
         timeout: Duration,
     ) -> Value {
+        match self.try_wait_event_where(name, what, pred, timeout) {
+            Ok(v) => v,
+            Err(msg) => self.fail(&msg),
+        }
+    }
+
+    /// Like [`Peer::wait_event`], but returns `None` (instead of panicking)
+    /// if stdout closes or the timeout passes first.
+    pub fn try_wait_event(&mut self, name: &str, timeout: Duration) -> Option<Value> {
+        self.try_wait_event_where(name, "", |_| true, timeout).ok()
+    }
+
+    fn try_wait_event_where(
+        &mut self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Result<Value, String> {
         if let Some(i) = self
             .history
             .iter()
             .position(|r| Self::matches(r, name, &pred))
         {
             self.history[i].consumed = true;
-            return self.history[i].line.json.clone().unwrap();
+            return Ok(self.history[i].line.json.clone().unwrap());
         }
         let deadline = Instant::now() + timeout;
         let describe = || {
@@ -485,8 +514,10 @@ impl Peer {
         };
         loop {
             if self.stdout_closed {
-                let msg = format!("stdout closed (process exited?) before {}", describe());
-                self.fail(&msg);
+                return Err(format!(
+                    "stdout closed (process exited?) before {}",
+                    describe()
+                ));
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.lines_rx.recv_timeout(remaining) {
@@ -494,12 +525,14 @@ impl Peer {
                     let i = self.record(line);
                     if Self::matches(&self.history[i], name, &pred) {
                         self.history[i].consumed = true;
-                        return self.history[i].line.json.clone().unwrap();
+                        return Ok(self.history[i].line.json.clone().unwrap());
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let msg = format!("timed out after {timeout:?} waiting for {}", describe());
-                    self.fail(&msg);
+                    return Err(format!(
+                        "timed out after {timeout:?} waiting for {}",
+                        describe()
+                    ));
                 }
                 Err(RecvTimeoutError::Disconnected) => self.stdout_closed = true,
             }
@@ -645,8 +678,47 @@ impl Peer {
         );
     }
 
+    /// The child's stderr so far. Once the child is known to have exited,
+    /// waits (bounded) until its stderr has been read to the end, so that
+    /// nothing it wrote just before exiting is missed.
     pub fn stderr_text(&self) -> String {
+        if self.exit.is_some() {
+            let deadline = Instant::now() + TIMEOUT;
+            while !self.stderr_closed.load(Ordering::SeqCst) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until the child's stderr contains `needle` (logs may lag behind
+    /// stdout events); panics with diagnostics on timeout.
+    pub fn wait_stderr_contains(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr_text().contains(needle) {
+            if Instant::now() >= deadline {
+                let msg =
+                    format!("timed out after {timeout:?} waiting for stderr to mention {needle:?}");
+                self.fail(&msg);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the program told the user: stderr, plus the `message` of
+    /// `error` events and the `reason` of `disconnected` events on stdout.
+    pub fn everything_said(&mut self) -> String {
+        self.poll();
+        let mut said = self.stderr_text();
+        for e in self.events_named("error") {
+            said += "\n";
+            said += e["message"].as_str().unwrap_or_default();
+        }
+        for e in self.events_named("disconnected") {
+            said += "\n";
+            said += e["reason"].as_str().unwrap_or_default();
+        }
+        said
     }
 
     // ----- diagnostics ---------------------------------------------------
@@ -780,6 +852,18 @@ pub fn port_of(addr: &str) -> u16 {
 
 /// Arguments of a server started on loopback with an ephemeral port.
 pub fn server_args(t: Transport, bind: &str, home: &TempDir, mode_flag: bool) -> Vec<String> {
+    server_args_in(t, bind, home.path(), 0, mode_flag)
+}
+
+/// Arguments of a server with its home at `home`, listening on `port`
+/// (0 picks a free one).
+pub fn server_args_in(
+    t: Transport,
+    bind: &str,
+    home: &Path,
+    port: u16,
+    mode_flag: bool,
+) -> Vec<String> {
     let mut a = Vec::new();
     if mode_flag {
         a.extend(["--mode".to_string(), "server".to_string()]);
@@ -791,9 +875,9 @@ pub fn server_args(t: Transport, bind: &str, home: &TempDir, mode_flag: bool) ->
             "--bind",
             bind,
             "--port",
-            "0",
+            &port.to_string(),
             "--home",
-            &home.path_str(),
+            home.to_str().expect("home path is not UTF-8"),
             "--json",
         ]
         .iter()
@@ -806,6 +890,11 @@ pub fn server_args(t: Transport, bind: &str, home: &TempDir, mode_flag: bool) ->
 /// (addr, fingerprint).
 pub fn await_listening(server: &mut Peer, t: Transport) -> (String, String) {
     let ev = server.wait_event("listening", TIMEOUT);
+    check_listening(server, t, &ev)
+}
+
+/// Check the fields of a `listening` event; returns (addr, fingerprint).
+pub fn check_listening(server: &mut Peer, t: Transport, ev: &Value) -> (String, String) {
     let transport = ev["transport"].as_str().unwrap_or_default().to_string();
     let addr = ev["addr"].as_str().unwrap_or_default().to_string();
     let fp = ev["fingerprint"].as_str().unwrap_or_default().to_string();
@@ -1033,4 +1122,331 @@ pub fn ipv6_loopback_available() -> Result<(), String> {
     std::net::TcpListener::bind("[::1]:0").map_err(|e| format!("TCP bind [::1]:0 failed: {e}"))?;
     std::net::UdpSocket::bind("[::1]:0").map_err(|e| format!("UDP bind [::1]:0 failed: {e}"))?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Homes, trust and identities
+// ---------------------------------------------------------------------------
+
+/// Spawn `chat --mode server --transport T --bind 127.0.0.1 --port PORT
+/// --home HOME --json <extra>` without waiting for anything (for servers
+/// expected to fail at start-up). `home` stays the caller's.
+pub fn spawn_server_in(t: Transport, home: &Path, port: u16, extra: &[&str]) -> Peer {
+    Launch::new(format!("server/{}#{}", t.as_str(), next_id()), &[])
+        .args(&server_args_in(t, "127.0.0.1", home, port, true))
+        .args(extra)
+        .spawn()
+}
+
+/// A server whose home is `home` (kept by the caller, so the identity in
+/// it outlives the process), on `port` (0 for a free one); waits for
+/// `listening`. Returns (server, addr, fingerprint).
+///
+/// With a fixed port the start is retried for a while if the server exits
+/// before listening (the port may still be held by a server just stopped).
+pub fn start_server_in(
+    t: Transport,
+    home: &Path,
+    port: u16,
+    extra: &[&str],
+) -> (Peer, String, String) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut server = spawn_server_in(t, home, port, extra);
+        if let Some(ev) = server.try_wait_event("listening", TIMEOUT) {
+            let (addr, fp) = check_listening(&mut server, t, &ev);
+            if port != 0 && port_of(&addr) != port {
+                server.fail(&format!("server should listen on port {port}: {ev}"));
+            }
+            return (server, addr, fp);
+        }
+        if port == 0 || Instant::now() >= deadline {
+            server.fail("server did not start listening");
+        }
+        // Exited at start-up (port still in use?): try again shortly.
+        let _ = server.wait_exit(TIMEOUT);
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A client that, unlike [`start_client`], pins nothing unless asked:
+/// `chat --mode client --transport T --addr ADDR --home HOME [--json] <args>`.
+/// Without [`ClientBuilder::home`] the client gets a fresh home of its own.
+pub struct ClientBuilder {
+    t: Transport,
+    addr: String,
+    home: Option<PathBuf>,
+    args: Vec<String>,
+    json: bool,
+}
+
+impl ClientBuilder {
+    pub fn new(t: Transport, addr: &str) -> ClientBuilder {
+        ClientBuilder {
+            t,
+            addr: addr.to_string(),
+            home: None,
+            args: Vec::new(),
+            json: true,
+        }
+    }
+
+    /// Use (and share) this home directory; it stays the caller's.
+    pub fn home(mut self, home: &Path) -> ClientBuilder {
+        self.home = Some(home.to_path_buf());
+        self
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> ClientBuilder {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<S: AsRef<str>>(mut self, a: &[S]) -> ClientBuilder {
+        self.args.extend(a.iter().map(|s| s.as_ref().to_string()));
+        self
+    }
+
+    pub fn fingerprint(self, fp: &str) -> ClientBuilder {
+        self.arg("--fingerprint").arg(fp)
+    }
+
+    pub fn accept_new(self) -> ClientBuilder {
+        self.arg("--accept-new")
+    }
+
+    pub fn insecure(self) -> ClientBuilder {
+        self.arg("--insecure")
+    }
+
+    /// Plain output for people instead of `--json`.
+    pub fn plain(mut self) -> ClientBuilder {
+        self.json = false;
+        self
+    }
+
+    /// The command line (without the program) for a given home.
+    pub fn command_args(&self, home: &Path) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--mode",
+            "client",
+            "--transport",
+            self.t.as_str(),
+            "--addr",
+            &self.addr,
+            "--home",
+            home.to_str().expect("home path is not UTF-8"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if self.json {
+            a.push("--json".to_string());
+        }
+        a.extend(self.args.iter().cloned());
+        a
+    }
+
+    pub fn spawn(self) -> Peer {
+        let label = format!("client/{}#{}", self.t.as_str(), next_id());
+        match &self.home {
+            Some(home) => Launch::new(label, &[]).args(&self.command_args(home)),
+            None => {
+                let home = TempDir::new("client-home");
+                Launch::new(label, &[])
+                    .args(&self.command_args(home.path()))
+                    .home(home)
+            }
+        }
+        .spawn()
+    }
+}
+
+/// Wait for the client's `connected` and the server's, and check that the
+/// client saw `server_fp` and the server saw `client_fp`; returns the
+/// server's `connected` event.
+pub fn await_connected_identities(
+    server: &mut Peer,
+    client: &mut Peer,
+    t: Transport,
+    server_fp: &str,
+    client_fp: &str,
+) -> Value {
+    await_connected(server, client, t, server_fp);
+    let sev = server
+        .events_named("connected")
+        .last()
+        .map(|v| (*v).clone())
+        .expect("server reported connected");
+    if sev["fingerprint"].as_str() != Some(client_fp) {
+        server.fail(&format!(
+            "server's connected.fingerprint should be the client's identity {client_fp}: {sev}"
+        ));
+    }
+    sev
+}
+
+/// A client that has chatted: close its input and expect exit 0, and the
+/// server's `disconnected`.
+pub fn finish_client(server: &mut Peer, client: &mut Peer) {
+    client.close_stdin();
+    client.expect_exit_code(0, TIMEOUT);
+    server.wait_event("disconnected", TIMEOUT);
+}
+
+/// The `known_hosts` file of a client home.
+pub fn known_hosts_path(home: &Path) -> PathBuf {
+    home.join("known_hosts")
+}
+
+/// The text of a home's `known_hosts` ("" when there is none).
+pub fn known_hosts_text(home: &Path) -> String {
+    match std::fs::read_to_string(known_hosts_path(home)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("cannot read {}: {e}", known_hosts_path(home).display()),
+    }
+}
+
+/// One entry of `known_hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownHost {
+    /// 1-based line number.
+    pub line: usize,
+    pub host: String,
+    pub fingerprint: String,
+}
+
+/// The entries of a home's `known_hosts` (none when there is no file).
+/// Every line must be a `#` comment, blank, or `HOST:PORT sha256:<hex>`.
+pub fn known_hosts(home: &Path) -> Vec<KnownHost> {
+    let text = known_hosts_text(home);
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        assert!(
+            fields.len() == 2 && is_fingerprint(fields[1]) && fields[0].contains(':'),
+            "known_hosts line {} should be `HOST:PORT sha256:<hex>`: {line:?}\nwhole file:\n{text}",
+            i + 1
+        );
+        out.push(KnownHost {
+            line: i + 1,
+            host: fields[0].to_string(),
+            fingerprint: fields[1].to_string(),
+        });
+    }
+    out
+}
+
+/// Assert that `known_hosts` has exactly these (host, fingerprint) entries
+/// (in any order), after a `#` comment header.
+pub fn assert_known_hosts(home: &Path, want: &[(&str, &str)]) {
+    let text = known_hosts_text(home);
+    let mut got: Vec<(String, String)> = known_hosts(home)
+        .into_iter()
+        .map(|e| (e.host, e.fingerprint))
+        .collect();
+    let mut want: Vec<(String, String)> = want
+        .iter()
+        .map(|(h, f)| (h.to_string(), f.to_string()))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "known_hosts entries differ; whole file:\n{text}");
+    if !want.is_empty() {
+        assert!(
+            text.starts_with('#'),
+            "known_hosts should start with a `#` comment header:\n{text}"
+        );
+    }
+}
+
+/// Every `sha256:<64 hex>` in `text`, in order.
+pub fn fingerprints_in(text: &str) -> Vec<String> {
+    text.match_indices("sha256:")
+        .map(|(i, _)| text[i..].chars().take(7 + 64).collect::<String>())
+        .filter(|c| is_fingerprint(c))
+        .collect()
+}
+
+/// `chat id --home HOME <extra>`: exit status and the (role, fingerprint)
+/// lines it printed, e.g. ("client", "sha256:…").
+pub fn chat_id(home: &Path, extra: &[&str]) -> (ExitStatus, Vec<(String, String)>, Peer) {
+    let home_s = home.to_str().expect("home path is not UTF-8");
+    let mut args = vec!["id", "--home", home_s];
+    args.extend_from_slice(extra);
+    let (st, p) = run_chat("chat id", &args, TIMEOUT);
+    let lines = p
+        .stdout_lines()
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            let role = f.next().unwrap_or_default().to_string();
+            let fp = f.next().unwrap_or_default().to_string();
+            assert!(
+                is_fingerprint(&fp) && f.next().is_none(),
+                "`chat id` lines should be `ROLE sha256:<hex>`, got {l:?}"
+            );
+            (role, fp)
+        })
+        .collect();
+    (st, lines, p)
+}
+
+/// The client identity of `home` (created if needed), from `chat id`.
+pub fn client_fingerprint(home: &Path) -> String {
+    let (st, lines, p) = chat_id(home, &[]);
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "`chat id` should exit 0, got {st}; stderr:\n{}",
+        p.stderr_text()
+    );
+    lines
+        .iter()
+        .find(|(role, _)| role == "client")
+        .map(|(_, fp)| fp.clone())
+        .unwrap_or_else(|| panic!("`chat id` should print a `client sha256:…` line: {lines:?}"))
+}
+
+/// Unix permission bits of a file.
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{} should exist: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("cannot chmod {mode:o} {}: {e}", path.display()));
+}
+
+pub fn openssl_available() -> bool {
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// `chat cert --out DIR <extra>`: exit status, the fingerprint printed (if
+/// any), and the finished process.
+pub fn chat_cert(out: &Path, extra: &[&str]) -> (ExitStatus, Option<String>, Peer) {
+    let out_s = out.to_str().expect("path is not UTF-8");
+    let mut args = vec!["cert", "--out", out_s];
+    args.extend_from_slice(extra);
+    let (st, p) = run_chat("chat cert", &args, TIMEOUT);
+    let fp = fingerprints_in(&p.stdout_lines().join("\n"))
+        .into_iter()
+        .next();
+    (st, fp, p)
 }
