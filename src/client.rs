@@ -163,7 +163,7 @@ impl Session<'_> {
                 .await;
             return Err(e);
         }
-        let mut io = UserIo::stdio(self.args.json, self.interrupt);
+        let mut io = UserIo::stdio(self.args.json, Role::Client, self.interrupt);
         io.out
             .connected(peer.transport, peer.addr, peer.fingerprint, None);
         let outcome = session::run(

@@ -22,6 +22,10 @@ pub enum UserInput {
     Invalid(String),
     /// End of input.
     End,
+    /// Leave now (Ctrl-C or /quit at the terminal).
+    Quit,
+    /// Show this chat's statistics (/stats at the terminal).
+    Stats,
 }
 
 /// Starts reading standard input; lines arrive on the returned channel.

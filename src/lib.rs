@@ -8,7 +8,8 @@
 //! - [`transport`]: the `Transport` trait and its QUIC and TCP
 //!   implementations;
 //! - [`session`]: one chat (numbering, acknowledgements, round-trip times);
-//! - [`input`], [`output`] and [`render`]: what the user types and sees;
+//! - [`input`], [`output`], [`terminal`] and [`render`]: what the user
+//!   types and sees;
 //! - [`server`], [`client`] and [`cli`]: the program's two modes and its
 //!   command line.
 
@@ -23,5 +24,6 @@ pub mod output;
 pub mod render;
 pub mod server;
 pub mod session;
+pub mod terminal;
 pub mod tls;
 pub mod transport;

@@ -11,9 +11,9 @@ use tracing_subscriber::EnvFilter;
 use chat::cli::{CertArgs, Cli, Command, Mode};
 use chat::identity::Identity;
 use chat::known_hosts::KnownHosts;
-use chat::session::UserIo;
+use chat::session::{Role, UserIo};
 use chat::transport::Limits;
-use chat::{client, identity, output, server};
+use chat::{client, identity, output, server, terminal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(terminal::LogWriter::new)
         .init();
 
     let status = match &cli.command {
@@ -49,6 +49,9 @@ fn main() -> ExitCode {
             }
         }
     };
+    if cli.command.is_none() && !cli.chat.json && terminal::is_interactive() {
+        terminal::finish();
+    }
     ExitCode::from(status)
 }
 
@@ -81,7 +84,10 @@ async fn chat(mode: Mode, cli: &Cli) -> Result<u8> {
         }
     });
     match mode {
-        Mode::Server => server::run(args, limits, UserIo::stdio(args.json, interrupt)).await,
+        Mode::Server => {
+            let io = UserIo::stdio(args.json, Role::Server, interrupt);
+            server::run(args, limits, io).await
+        }
         // The client may ask the user whether to trust the server before the
         // chat starts reading input, so it sets up its own I/O.
         Mode::Client => client::run(args, limits, interrupt).await,

@@ -27,7 +27,7 @@ pub trait Output: Send {
         fingerprint: Option<Fingerprint>,
         label: Option<&str>,
     );
-    fn sent(&mut self, id: MessageId, bytes: usize);
+    fn sent(&mut self, id: MessageId, body: &[u8]);
     fn ack(&mut self, id: MessageId, rtt: Duration);
     fn rejected(&mut self, id: MessageId, code: u64, reason: &str);
     fn message(&mut self, id: MessageId, body: &[u8]);
@@ -84,8 +84,8 @@ impl<W: Write + Send> Output for JsonOutput<W> {
         self.emit(v);
     }
 
-    fn sent(&mut self, id: MessageId, bytes: usize) {
-        self.emit(json!({"event": "sent", "id": id, "bytes": bytes}));
+    fn sent(&mut self, id: MessageId, body: &[u8]) {
+        self.emit(json!({"event": "sent", "id": id, "bytes": body.len()}));
     }
 
     fn ack(&mut self, id: MessageId, rtt: Duration) {
@@ -131,7 +131,7 @@ impl<W: Write + Send> PlainOutput<W> {
     }
 }
 
-fn format_rtt(rtt: Duration) -> String {
+pub fn format_rtt(rtt: Duration) -> String {
     let ms = rtt.as_secs_f64() * 1000.0;
     if ms < 10.0 {
         format!("{ms:.2} ms")
@@ -166,7 +166,7 @@ impl<W: Write + Send> Output for PlainOutput<W> {
         self.line(&format!("connected to {peer} over {transport}{who}"));
     }
 
-    fn sent(&mut self, _id: MessageId, _bytes: usize) {
+    fn sent(&mut self, _id: MessageId, _body: &[u8]) {
         // The user already sees what they typed; the ack line confirms it.
     }
 

@@ -159,7 +159,7 @@ async fn serve<H: Handshaken>(
                 drop(transport);
                 info!(peer = %peer.addr, "client left: {}", outcome.disconnect.describe());
                 busy.store(false, Ordering::Release);
-                if io.is_interrupted() {
+                if io.is_interrupted() || outcome.quit {
                     break;
                 }
                 io.out.info("waiting for a client…");
@@ -167,6 +167,8 @@ async fn serve<H: Handshaken>(
             input = io.input.recv(), if io.input_open => match input {
                 Some(UserInput::Message(_)) => io.out.error("no one is connected; message not sent"),
                 Some(UserInput::Invalid(why)) => io.out.error(&why),
+                Some(UserInput::Stats) => io.out.info("no chat is open"),
+                Some(UserInput::Quit) => break,
                 Some(UserInput::End) | None => io.input_open = false,
             },
         }

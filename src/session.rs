@@ -47,8 +47,18 @@ pub async fn interrupted(signal: &mut watch::Receiver<bool>) {
 }
 
 impl UserIo {
-    /// Standard input and output, as lines or (with `json`) JSON objects.
-    pub fn stdio(json: bool, interrupt: watch::Receiver<bool>) -> Self {
+    /// Standard input and output: the line editor at a terminal, else plain
+    /// lines or (with `json`) JSON objects.
+    pub fn stdio(json: bool, role: Role, interrupt: watch::Receiver<bool>) -> Self {
+        if !json && crate::terminal::is_interactive() {
+            let (input, out) = crate::terminal::start(role == Role::Server);
+            return UserIo {
+                input,
+                input_open: true,
+                out: Box::new(out),
+                interrupt,
+            };
+        }
         UserIo {
             input: crate::input::spawn_stdin(json),
             input_open: true,
@@ -67,6 +77,8 @@ impl UserIo {
 pub struct Outcome {
     pub disconnect: Disconnect,
     pub unacked: Vec<MessageId>,
+    /// The user asked to leave (Ctrl-C, /quit): a server stops serving.
+    pub quit: bool,
 }
 
 /// Runs one chat over `transport` until either side ends it.
@@ -85,13 +97,19 @@ pub async fn run<T: Transport>(
     let mut outstanding: BTreeMap<MessageId, Instant> = BTreeMap::new();
     // Set once a client's input has ended: close when everything is acked.
     let mut leaving_by: Option<Instant> = None;
+    let mut stats = Stats::default();
     let end = |d: Disconnect, outstanding: &BTreeMap<MessageId, Instant>, io: &mut UserIo| {
         let unacked: Vec<MessageId> = outstanding.keys().copied().collect();
         io.out.disconnected(&d, &unacked);
         Outcome {
             disconnect: d,
             unacked,
+            quit: false,
         }
+    };
+    let leave = |d, outstanding: &BTreeMap<MessageId, Instant>, io: &mut UserIo| Outcome {
+        quit: true,
+        ..end(d, outstanding, io)
     };
 
     loop {
@@ -103,12 +121,8 @@ pub async fn run<T: Transport>(
             // Ctrl-C wins over everything else that is ready.
             biased;
             () = interrupted(&mut io.interrupt) => {
-                let (code, reason) = match role {
-                    Role::Server => (close_code::GOING_AWAY, "the server is shutting down"),
-                    Role::Client => (close_code::NO_ERROR, "the client left"),
-                };
-                let d = close(transport, code, reason).await;
-                return end(d, &outstanding, io);
+                let d = quit(transport, role).await;
+                return leave(d, &outstanding, io);
             }
             event = transport.next_event() => match event {
                 Event::Message { id, body } => {
@@ -116,10 +130,13 @@ pub async fn run<T: Transport>(
                     // how long our terminal takes to draw.
                     transport.ack(id);
                     io.out.message(id, &body);
+                    stats.received += 1;
                 }
                 Event::Ack { id } => match outstanding.remove(&id) {
                     Some(sent_at) => {
-                        io.out.ack(id, sent_at.elapsed());
+                        let rtt = sent_at.elapsed();
+                        io.out.ack(id, rtt);
+                        stats.rtts.push(rtt);
                         if let Some(by) = leaving_by.as_mut() {
                             *by = Instant::now() + ack_wait;
                         }
@@ -136,10 +153,15 @@ pub async fn run<T: Transport>(
                 Some(UserInput::Message(body)) => {
                     let id = next_id;
                     next_id += 1;
-                    let len = body.len();
                     outstanding.insert(id, Instant::now());
+                    io.out.sent(id, &body);
                     transport.send(id, body);
-                    io.out.sent(id, len);
+                    stats.sent += 1;
+                }
+                Some(UserInput::Stats) => io.out.info(&stats.summary()),
+                Some(UserInput::Quit) => {
+                    let d = quit(transport, role).await;
+                    return leave(d, &outstanding, io);
                 }
                 Some(UserInput::Invalid(why)) => io.out.error(&why),
                 Some(UserInput::End) | None => {
@@ -154,6 +176,49 @@ pub async fn run<T: Transport>(
                 return end(d, &outstanding, io);
             }
         }
+    }
+}
+
+/// The user leaves: a client ends the chat, a server goes away.
+async fn quit<T: Transport>(transport: &mut T, role: Role) -> Disconnect {
+    let (code, reason) = match role {
+        Role::Server => (close_code::GOING_AWAY, "the server is shutting down"),
+        Role::Client => (close_code::NO_ERROR, "the client left"),
+    };
+    close(transport, code, reason).await
+}
+
+/// Counts for `/stats`.
+#[derive(Debug, Default)]
+struct Stats {
+    sent: u64,
+    received: u64,
+    rtts: Vec<Duration>,
+}
+
+impl Stats {
+    fn summary(&mut self) -> String {
+        let mut s = format!(
+            "this chat: {} sent, {} received, {} confirmed",
+            self.sent,
+            self.received,
+            self.rtts.len()
+        );
+        if !self.rtts.is_empty() {
+            self.rtts.sort_unstable();
+            let at = |q: f64| {
+                let i = ((self.rtts.len() - 1) as f64 * q).round() as usize;
+                crate::output::format_rtt(self.rtts[i])
+            };
+            s.push_str(&format!(
+                "; round trip min {} p50 {} p99 {} max {}",
+                at(0.0),
+                at(0.5),
+                at(0.99),
+                at(1.0)
+            ));
+        }
+        s
     }
 }
 
@@ -218,8 +283,11 @@ mod tests {
     impl Output for Recorder {
         fn listening(&mut self, _: &str, _: SocketAddr, _: Fingerprint) {}
         fn connected(&mut self, _: &str, _: SocketAddr, _: Option<Fingerprint>, _: Option<&str>) {}
-        fn sent(&mut self, id: MessageId, bytes: usize) {
-            self.0.lock().unwrap().push(format!("sent {id} {bytes}"));
+        fn sent(&mut self, id: MessageId, body: &[u8]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("sent {id} {}", body.len()));
         }
         fn ack(&mut self, id: MessageId, _rtt: Duration) {
             self.0.lock().unwrap().push(format!("ack {id}"));

@@ -358,7 +358,7 @@ fn interactive_client(t: Transport, addr: &str, home: &TempDir) -> PtyPeer {
 }
 
 /// At a terminal, first contact shows the fingerprint and asks
-/// `Trust this server? [y/N]`; `y` connects (`connected to …`), records
+/// `Trust this server? [y/N]`; `y` connects (`connected with …`), records
 /// the server, and the chat works; Ctrl-D ends it with exit 0.
 fn interactive_first_contact_yes_connects_and_records(t: Transport) {
     let (mut server, addr, fp) = start_server(t, &[]);
@@ -372,7 +372,8 @@ fn interactive_first_contact_yes_connects_and_records(t: Transport) {
     }
     assert_known_hosts(home.path(), &[]);
     client.type_keys("y\r");
-    client.wait_for_line_starting("connected to", TIMEOUT);
+    // At a terminal the line editor runs: status lines carry a timestamp.
+    client.wait_for(" connected with ", TIMEOUT);
     server.wait_event("connected", TIMEOUT);
     assert_known_hosts(home.path(), &[(&loopback_key(&addr), &fp)]);
 
@@ -402,7 +403,7 @@ fn interactive_first_contact_no_refuses_and_records_nothing(t: Transport) {
     if client
         .screen_lines()
         .iter()
-        .any(|l| l.starts_with("connected to"))
+        .any(|l| l.contains("connected to") || l.contains("connected with"))
     {
         client.fail("a refused server must not be reported as connected");
     }
