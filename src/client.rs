@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::cli::{ChatArgs, TransportKind};
 use crate::identity::{self, Fingerprint, Identity};
 use crate::known_hosts::{self, KnownHosts};
+use crate::render::sanitize_line;
 use crate::session::{self, Role, UserIo};
 use crate::tls::{self, FingerprintVerifier, ServerTrust};
 use crate::transport::{Limits, PeerInfo, Transport, close_code, quic, tcp};
@@ -79,8 +80,8 @@ pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<boo
                 if let Some(seen) = verifier.seen() {
                     mismatch(&source, &addr, seen, &known)?;
                 }
-                warn!(%addr, "cannot connect: {e}");
-                failures.push(format!("{addr}: {e}"));
+                warn!(%addr, "cannot connect: {}", sanitize_line(&e.to_string()));
+                failures.push(format!("{addr}: {}", sanitize_line(&e.to_string())));
             }
         }
     }
@@ -173,7 +174,7 @@ impl Session<'_> {
             self.limits.idle_timeout,
         )
         .await;
-        drop(transport);
+        transport.finish().await;
         Ok(if outcome.disconnect.is_normal() { 0 } else { 1 })
     }
 

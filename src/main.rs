@@ -61,7 +61,9 @@ fn report(result: Result<u8>, json: bool) -> u8 {
     match result {
         Ok(status) => status,
         Err(e) => {
-            let message = format!("{e:#}");
+            // Error chains can quote the peer (a QUIC close reason during the
+            // handshake, say): escape control characters before printing.
+            let message = chat::render::sanitize(format!("{e:#}").as_bytes());
             if json {
                 output::stdout(true).error(&message);
             }

@@ -17,12 +17,13 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::allow::{AllowList, Verdict};
+use crate::render::sanitize_line;
 
 use crate::cli::{ChatArgs, TransportKind};
 use crate::identity::{self, Identity};
 use crate::input::UserInput;
 use crate::session::{self, Role, UserIo};
-use crate::transport::{Handshaken, Limits, close_code, quic, tcp};
+use crate::transport::{Handshaken, Limits, Transport, close_code, quic, tcp};
 
 /// How long a client has to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,8 +157,14 @@ async fn serve<H: Handshaken>(
                 io.out.connected(peer.transport, peer.addr, peer.fingerprint, label.as_deref());
                 let mut transport = conn.start(limits.clone()).await;
                 let outcome = session::run(&mut transport, io, Role::Server, limits.idle_timeout).await;
-                drop(transport);
-                info!(peer = %peer.addr, "client left: {}", outcome.disconnect.describe());
+                // The last bytes of this connection (a CLOSE, the linger)
+                // finish in the background while the next client is served.
+                tokio::spawn(transport.finish());
+                info!(
+                    peer = %peer.addr,
+                    "client left: {}",
+                    sanitize_line(&outcome.disconnect.describe())
+                );
                 busy.store(false, Ordering::Release);
                 if io.is_interrupted() || outcome.quit {
                     break;

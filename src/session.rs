@@ -275,6 +275,7 @@ mod tests {
         async fn close(&mut self, code: u64, _reason: &str) {
             self.log.lock().unwrap().push(format!("close {code}"));
         }
+        async fn finish(self) {}
     }
 
     /// Output that records events as short strings.

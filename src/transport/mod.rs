@@ -218,6 +218,12 @@ pub trait Transport: Send + 'static {
     /// Ends the connection with a close code and reason phrase, giving
     /// already-queued acknowledgements a chance to leave first.
     fn close(&mut self, code: u64, reason: &str) -> impl Future<Output = ()> + Send;
+
+    /// Once the connection has ended (either way), waits, bounded, for its
+    /// last work: a CLOSE or close_notify being written, the linger that
+    /// keeps a reset from destroying it, a CONNECTION_CLOSE leaving. Call it
+    /// instead of dropping the transport where the process goes on or exits.
+    fn finish(self) -> impl Future<Output = ()> + Send;
 }
 
 /// A connection whose handshake is done but which is not yet in a chat: the

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::codec::{self, Frame, FrameDecoder, put_varint, stream_type};
 use crate::identity::{Fingerprint, Identity};
+use crate::render::sanitize_line;
 use crate::tls;
 
 /// How long a peer has to open its control stream (PROTOCOL.md §5).
@@ -114,7 +115,11 @@ impl Listener {
                         Ok(Ok(conn)) => {
                             let _ = tx.send(conn).await;
                         }
-                        Ok(Err(e)) => warn!(peer = %from, "QUIC handshake failed: {e}"),
+                        Ok(Err(e)) => warn!(
+                            peer = %from,
+                            "QUIC handshake failed: {}",
+                            sanitize_line(&e.to_string())
+                        ),
                         Err(_) => warn!(peer = %from, "QUIC handshake timed out"),
                     }
                 });
@@ -125,7 +130,10 @@ impl Listener {
     /// Closes every connection and gives the CONNECTION_CLOSE frames a moment
     /// to leave.
     pub async fn shutdown(&self) {
-        self.endpoint.close(VarInt::from_u32(0), b"");
+        self.endpoint.close(
+            varint(close_code::GOING_AWAY),
+            b"the server is shutting down",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
@@ -311,18 +319,12 @@ impl QuicTransport {
             received: Arc::default(),
             peer_control_seen: Arc::default(),
         };
-        let mut tasks = vec![
+        let tasks = vec![
             tokio::spawn(watch_close(shared.clone())),
             tokio::spawn(accept_streams(shared.clone())),
             tokio::spawn(control_deadline(shared.clone())),
-            tokio::spawn(send_messages(conn.clone(), outgoing_rx)),
+            tokio::spawn(write_streams(conn.clone(), control_rx, outgoing_rx)),
         ];
-        // If the control stream cannot be opened the connection is already
-        // closing, and the close watcher reports why.
-        match conn.open_uni().await {
-            Ok(stream) => tasks.push(tokio::spawn(write_control(stream, control_rx))),
-            Err(e) => debug!("cannot open control stream: {e}"),
-        }
         QuicTransport {
             conn,
             endpoint,
@@ -376,6 +378,12 @@ impl Transport for QuicTransport {
             tokio::time::sleep(grace).await;
         }
         self.conn.close(varint(code), reason.as_bytes());
+    }
+
+    async fn finish(self) {
+        // A client owns its endpoint: give the CONNECTION_CLOSE (ours or the
+        // answer to the peer's) time to leave before the process exits. A
+        // server's endpoint lives on.
         if let Some(endpoint) = &self.endpoint {
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
@@ -418,6 +426,32 @@ async fn control_deadline(shared: Shared) {
     }
 }
 
+/// Opens our control stream, then serves it and the outgoing messages.
+/// Nothing here is awaited by `start`: a peer that grants no stream credit
+/// stalls only this task, never the caller (the control-stream deadline and
+/// idle timeout end such a connection).
+async fn write_streams(
+    conn: quinn::Connection,
+    control: mpsc::UnboundedReceiver<ControlCmd>,
+    outgoing: mpsc::UnboundedReceiver<(MessageId, Bytes)>,
+) {
+    // If the control stream cannot be opened the connection is already
+    // closing, and the close watcher reports why.
+    let stream = match conn.open_uni().await {
+        Ok(s) => s,
+        Err(e) => {
+            return debug!(
+                "cannot open control stream: {}",
+                sanitize_line(&e.to_string())
+            );
+        }
+    };
+    tokio::join!(
+        write_control(stream, control),
+        send_messages(conn, outgoing)
+    );
+}
+
 /// Writes our control stream: its type, then ACK/REJECT frames, batching
 /// whatever is queued into one write.
 async fn write_control(mut stream: SendStream, mut rx: mpsc::UnboundedReceiver<ControlCmd>) {
@@ -427,7 +461,10 @@ async fn write_control(mut stream: SendStream, mut rx: mpsc::UnboundedReceiver<C
     loop {
         if !buf.is_empty() {
             if let Err(e) = stream.write_all(&buf).await {
-                debug!("control stream write failed: {e}");
+                debug!(
+                    "control stream write failed: {}",
+                    sanitize_line(&e.to_string())
+                );
                 return;
             }
             buf.clear();
@@ -457,7 +494,10 @@ async fn send_messages(
         let stream = match conn.open_uni().await {
             Ok(s) => s,
             Err(e) => {
-                debug!("cannot open message stream: {e}");
+                debug!(
+                    "cannot open message stream: {}",
+                    sanitize_line(&e.to_string())
+                );
                 return;
             }
         };
@@ -478,7 +518,11 @@ async fn write_message(mut stream: SendStream, id: MessageId, body: Bytes) {
     match result {
         // A peer that stops the stream (TOO_LARGE) also sends a REJECT on its
         // control stream; that is what reaches the user.
-        Err(e) => debug!(id, "message stream ended early: {e}"),
+        Err(e) => debug!(
+            id,
+            "message stream ended early: {}",
+            sanitize_line(&e.to_string())
+        ),
         Ok(()) => {
             let _ = stream.finish();
         }
@@ -493,7 +537,7 @@ async fn accept_streams(shared: Shared) {
                 tokio::spawn(read_stream(shared.clone(), stream));
             }
             Err(e) => {
-                debug!("no more streams: {e}");
+                debug!("no more streams: {}", sanitize_line(&e.to_string()));
                 return;
             }
         }
@@ -575,7 +619,10 @@ async fn read_control(shared: Shared, mut reader: StreamReader) {
             let frame = match FrameDecoder.decode(&mut reader.buf) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) => return shared.violation(format!("control stream: {e}")),
+                Err(e) => {
+                    return shared
+                        .violation(format!("control stream: {}", sanitize_line(&e.to_string())));
+                }
             };
             let event = match frame {
                 Frame::Ack { id } => Event::Ack { id },
@@ -646,7 +693,11 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
             Ok(None) => break,
             // Reset by the sender: the message is abandoned, not acknowledged.
             Err(e) => {
-                debug!(id, "message stream failed: {e}");
+                debug!(
+                    id,
+                    "message stream failed: {}",
+                    sanitize_line(&e.to_string())
+                );
                 return;
             }
         }

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::codec::{self, Frame, FrameDecoder, MAX_CHUNK, encode_chunk_header, frame_type};
 use crate::identity::{Fingerprint, Identity};
+use crate::render::sanitize_line;
 use crate::tls;
 
 /// Messages a receiver accepts in progress at once (PROTOCOL.md §6); a sender
@@ -94,7 +95,7 @@ impl Listener {
                     Ok(s) => s,
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
-                        warn!("accept failed: {e}");
+                        warn!("accept failed: {}", sanitize_line(&e.to_string()));
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -105,7 +106,9 @@ impl Listener {
                         Ok(Ok(conn)) => {
                             let _ = tx.send(conn).await;
                         }
-                        Ok(Err(e)) => warn!(peer = %from, "TLS handshake failed: {e}"),
+                        Ok(Err(e)) => {
+                            warn!(peer = %from, "TLS handshake failed: {}", sanitize_line(&e.to_string()))
+                        }
                         Err(_) => warn!(peer = %from, "TLS handshake timed out"),
                     }
                 });
@@ -164,9 +167,9 @@ impl super::Handshaken for Handshaken {
             max_message_size: 0,
             idle_timeout: LINGER * 2,
         };
-        TcpTransport::start(self.stream, limits)
-            .close(code, reason)
-            .await;
+        let mut transport = TcpTransport::start(self.stream, limits);
+        transport.close(code, reason).await;
+        transport.finish().await;
     }
 }
 
@@ -225,7 +228,7 @@ pub struct TcpTransport {
     events: mpsc::Receiver<Event>,
     end: EndReason,
     reader: Option<JoinHandle<()>>,
-    _tasks: super::Tasks,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl TcpTransport {
@@ -269,15 +272,15 @@ impl TcpTransport {
             events,
             end,
             reader: Some(reader),
-            _tasks: super::Tasks(vec![writer]),
+            writer: Some(writer),
         }
     }
 }
 
 impl Drop for TcpTransport {
     fn drop(&mut self) {
-        if let Some(r) = &self.reader {
-            r.abort();
+        for task in [&self.reader, &self.writer].into_iter().flatten() {
+            task.abort();
         }
     }
 }
@@ -331,6 +334,30 @@ impl Transport for TcpTransport {
             }
         }
     }
+
+    async fn finish(mut self) {
+        // Dropping our ends of the channels lets the writer stop once it has
+        // written what it was asked to (a CLOSE, a close_notify); the reader
+        // stops at end of stream or after its linger.
+        self.control = mpsc::unbounded_channel().0;
+        self.outgoing = mpsc::unbounded_channel().0;
+        self.events.close();
+        let tasks: Vec<JoinHandle<()>> = [self.reader.take(), self.writer.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(LINGER * 2, all).await.is_err() {
+            for a in aborts {
+                a.abort();
+            }
+        }
+    }
 }
 
 /// A message being sent.
@@ -374,7 +401,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             self.fill_with_data();
             if !self.out.is_empty() {
                 if let Err(e) = self.write_out().await {
-                    debug!("write failed: {e}");
+                    debug!("write failed: {}", sanitize_line(&e.to_string()));
                     return;
                 }
                 last_write = Instant::now();

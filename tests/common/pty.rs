@@ -6,6 +6,12 @@
 //! Uses `posix_openpt` through `libc` directly (no extra process such as
 //! `script`, no pty crate): the child is the `chat` process itself and is
 //! killed and reaped when the [`PtyPeer`] is dropped.
+//!
+//! Everything the program writes is kept raw and also fed to a terminal
+//! emulator ([`vt100`]), so tests can assert on what the screen shows (rows,
+//! cursor, window title). Like a real terminal, the emulator answers the
+//! status queries line editors send (cursor position `ESC [ 6 n`, device
+//! status `ESC [ 5 n`, primary device attributes `ESC [ c`).
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -21,12 +27,186 @@ use std::time::{Duration, Instant};
 
 use super::chat_bin;
 
+/// How to set up the terminal of a [`PtyPeer`].
+#[derive(Clone, Debug)]
+pub struct PtyOptions {
+    pub rows: u16,
+    pub cols: u16,
+    /// Extra environment for the program (e.g. `NO_COLOR=1`).
+    pub envs: Vec<(String, String)>,
+    /// Answer terminal queries (cursor position etc.) as a terminal would.
+    pub answer_queries: bool,
+}
+
+impl Default for PtyOptions {
+    fn default() -> Self {
+        PtyOptions {
+            rows: 24,
+            cols: 80,
+            envs: Vec::new(),
+            answer_queries: true,
+        }
+    }
+}
+
+impl PtyOptions {
+    pub fn size(mut self, rows: u16, cols: u16) -> Self {
+        self.rows = rows;
+        self.cols = cols;
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.envs.push((k.to_string(), v.to_string()));
+        self
+    }
+}
+
+/// What the emulated terminal was asked to do besides drawing.
+#[derive(Default, Debug)]
+pub struct TermEvents {
+    /// Window titles set (OSC 0 / OSC 2), in order.
+    pub titles: Vec<Vec<u8>>,
+    /// Icon names set (OSC 0 / OSC 1), in order.
+    pub icon_names: Vec<Vec<u8>>,
+    /// Clipboard writes or reads requested (OSC 52).
+    pub clipboard: Vec<Vec<u8>>,
+    /// Other OSC sequences received.
+    pub other_osc: Vec<Vec<Vec<u8>>>,
+    /// Audible bells.
+    pub bells: usize,
+    /// Replies to queries, waiting to be written to the program.
+    replies: Vec<u8>,
+    /// Queries answered so far.
+    pub queries_answered: usize,
+}
+
+impl vt100::Callbacks for TermEvents {
+    fn audible_bell(&mut self, _: &mut vt100::Screen) {
+        self.bells += 1;
+    }
+
+    fn set_window_icon_name(&mut self, _: &mut vt100::Screen, name: &[u8]) {
+        self.icon_names.push(name.to_vec());
+    }
+
+    fn set_window_title(&mut self, _: &mut vt100::Screen, title: &[u8]) {
+        self.titles.push(title.to_vec());
+    }
+
+    fn copy_to_clipboard(&mut self, _: &mut vt100::Screen, _ty: &[u8], data: &[u8]) {
+        self.clipboard.push(data.to_vec());
+    }
+
+    fn paste_from_clipboard(&mut self, _: &mut vt100::Screen, ty: &[u8]) {
+        self.clipboard.push(ty.to_vec());
+    }
+
+    fn unhandled_osc(&mut self, _: &mut vt100::Screen, params: &[&[u8]]) {
+        self.other_osc
+            .push(params.iter().map(|p| p.to_vec()).collect());
+    }
+
+    fn unhandled_csi(
+        &mut self,
+        screen: &mut vt100::Screen,
+        i1: Option<u8>,
+        _i2: Option<u8>,
+        params: &[&[u16]],
+        c: char,
+    ) {
+        let first = params.first().and_then(|p| p.first()).copied();
+        let reply = match (i1, c, first) {
+            // Cursor position report, 1-based.
+            (None, 'n', Some(6)) => {
+                let (row, col) = screen.cursor_position();
+                format!("\x1b[{};{}R", row + 1, col + 1)
+            }
+            (None, 'n', Some(5)) => "\x1b[0n".to_string(),
+            // Primary device attributes: a VT220 with ANSI colour.
+            (None, 'c', None | Some(0)) => "\x1b[?62;22c".to_string(),
+            _ => return,
+        };
+        self.replies.extend_from_slice(reply.as_bytes());
+        self.queries_answered += 1;
+    }
+}
+
+/// The terminal: the raw bytes written to it and the emulated screen.
+struct Terminal {
+    raw: Vec<u8>,
+    parser: vt100::Parser<TermEvents>,
+}
+
+/// A snapshot of the emulated screen.
+#[derive(Clone, Debug)]
+pub struct Screen {
+    /// The visible rows, trailing blanks removed.
+    pub rows: Vec<String>,
+    /// The visible rows joined where the terminal wrapped a long line: (the
+    /// row the line starts on, its text, trailing blanks removed).
+    pub lines: Vec<(usize, String)>,
+    /// (row, column), 0-based.
+    pub cursor: (u16, u16),
+    /// Whether the program has bracketed paste turned on.
+    pub bracketed_paste: bool,
+}
+
+impl Screen {
+    /// The row the cursor is on.
+    pub fn cursor_row(&self) -> &str {
+        self.rows
+            .get(usize::from(self.cursor.0))
+            .map_or("", String::as_str)
+    }
+
+    /// The row on which the first line containing `needle` starts (lines
+    /// wrapped by the terminal are joined first).
+    pub fn find_row(&self, needle: &str) -> Option<usize> {
+        self.lines
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(i, _)| *i)
+    }
+
+    /// The first line (wrapped rows joined) containing `needle`.
+    pub fn find_line(&self, needle: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(_, l)| l.as_str())
+    }
+
+    /// Rows with numbers and the cursor marked, for failure messages.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "    screen (cursor at row {}, column {}{}):\n",
+            self.cursor.0,
+            self.cursor.1,
+            if self.bracketed_paste {
+                "; bracketed paste on"
+            } else {
+                ""
+            }
+        );
+        for (i, r) in self.rows.iter().enumerate() {
+            let mark = if i == usize::from(self.cursor.0) {
+                '>'
+            } else {
+                ' '
+            };
+            s += &format!("   {mark}{i:>3}|{r}\n");
+        }
+        s
+    }
+}
+
 /// A `chat` process whose terminal is a pty we hold the master side of.
 pub struct PtyPeer {
     pub label: String,
     child: Child,
     master: File,
-    output: Arc<Mutex<Vec<u8>>>,
+    term: Arc<Mutex<Terminal>>,
     output_closed: Arc<AtomicBool>,
     args: Vec<String>,
     exit: Option<ExitStatus>,
@@ -36,9 +216,9 @@ fn last_os_error(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
-/// Opens a pty pair (80x24): (master, slave). Both are close-on-exec; the
-/// child gets the slave through its stdio.
-fn open_pty() -> Result<(File, File), String> {
+/// Opens a pty pair of the given size: (master, slave). Both are
+/// close-on-exec; the child gets the slave through its stdio.
+fn open_pty(rows: u16, cols: u16) -> Result<(File, File), String> {
     // SAFETY: plain libc calls on a descriptor we own; every result is
     // checked, and the master descriptor is owned by a File at once.
     unsafe {
@@ -68,8 +248,8 @@ fn open_pty() -> Result<(File, File), String> {
             .open(&path)
             .map_err(|e| format!("cannot open {path}: {e}"))?;
         let size = libc::winsize {
-            ws_row: 24,
-            ws_col: 80,
+            ws_row: rows,
+            ws_col: cols,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
@@ -81,10 +261,16 @@ fn open_pty() -> Result<(File, File), String> {
 }
 
 impl PtyPeer {
-    /// Starts `chat <args>` on a new pty. Panics if no pty can be had.
+    /// Starts `chat <args>` on a new 80x24 pty. Panics if no pty can be had.
     pub fn spawn(label: impl Into<String>, args: &[String]) -> PtyPeer {
+        PtyPeer::spawn_with(label, args, &PtyOptions::default())
+    }
+
+    /// Starts `chat <args>` on a new pty set up as `opts` says.
+    pub fn spawn_with(label: impl Into<String>, args: &[String], opts: &PtyOptions) -> PtyPeer {
         let label = label.into();
-        let (master, slave) = open_pty().unwrap_or_else(|e| panic!("[{label}] no pty: {e}"));
+        let (master, slave) =
+            open_pty(opts.rows, opts.cols).unwrap_or_else(|e| panic!("[{label}] no pty: {e}"));
         let stdio = |what: &str| {
             Stdio::from(
                 slave
@@ -103,6 +289,9 @@ impl PtyPeer {
         cmd.env("TERM", "xterm-256color");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
+        }
+        for (k, v) in &opts.envs {
+            cmd.env(k, v);
         }
         // SAFETY: runs in the child between fork and exec, after its stdio
         // has been set up; setsid and ioctl are async-signal-safe.
@@ -125,20 +314,42 @@ impl PtyPeer {
         drop(cmd);
         drop(slave);
 
-        let output = Arc::new(Mutex::new(Vec::new()));
+        let term = Arc::new(Mutex::new(Terminal {
+            raw: Vec::new(),
+            parser: vt100::Parser::new_with_callbacks(
+                std::num::NonZeroU16::new(opts.rows).expect("rows > 0"),
+                std::num::NonZeroU16::new(opts.cols).expect("cols > 0"),
+                10_000,
+                TermEvents::default(),
+            ),
+        }));
         let output_closed = Arc::new(AtomicBool::new(false));
         {
             let mut reader = master
                 .try_clone()
                 .unwrap_or_else(|e| panic!("[{label}] cannot dup the pty master: {e}"));
-            let output = Arc::clone(&output);
+            let mut answerer = master
+                .try_clone()
+                .unwrap_or_else(|e| panic!("[{label}] cannot dup the pty master: {e}"));
+            let answer = opts.answer_queries;
+            let term = Arc::clone(&term);
             let output_closed = Arc::clone(&output_closed);
             thread::spawn(move || {
                 let mut chunk = [0u8; 4096];
                 loop {
                     match reader.read(&mut chunk) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => output.lock().unwrap().extend_from_slice(&chunk[..n]),
+                        Ok(n) => {
+                            let replies = {
+                                let mut t = term.lock().unwrap();
+                                t.raw.extend_from_slice(&chunk[..n]);
+                                t.parser.process(&chunk[..n]);
+                                std::mem::take(&mut t.parser.callbacks_mut().replies)
+                            };
+                            if answer && !replies.is_empty() {
+                                let _ = answerer.write_all(&replies);
+                            }
+                        }
                     }
                 }
                 output_closed.store(true, Ordering::SeqCst);
@@ -149,11 +360,15 @@ impl PtyPeer {
             label,
             child,
             master,
-            output,
+            term,
             output_closed,
             args: args.to_vec(),
             exit: None,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Types `bytes` (use `\r` for Enter, `\x04` for Ctrl-D).
@@ -168,10 +383,15 @@ impl PtyPeer {
         }
     }
 
+    /// Everything written to the terminal so far, byte for byte.
+    pub fn raw_output(&self) -> Vec<u8> {
+        self.term.lock().unwrap().raw.clone()
+    }
+
     /// Everything shown on the terminal so far, with escape sequences and
     /// carriage returns removed.
     pub fn screen_text(&self) -> String {
-        strip_terminal_codes(&String::from_utf8_lossy(&self.output.lock().unwrap()))
+        strip_terminal_codes(&String::from_utf8_lossy(&self.raw_output()))
     }
 
     /// The lines shown so far (see [`PtyPeer::screen_text`]).
@@ -179,15 +399,106 @@ impl PtyPeer {
         self.screen_text().lines().map(str::to_string).collect()
     }
 
-    /// Waits until `pred` holds for the screen text; panics with
+    /// What the emulated terminal shows now.
+    pub fn screen(&self) -> Screen {
+        let t = self.term.lock().unwrap();
+        let s = t.parser.screen();
+        let (_, cols) = s.size();
+        let full: Vec<String> = s.rows(0, cols.get()).collect();
+        let mut lines: Vec<(usize, String)> = Vec::new();
+        let mut continues = false;
+        for (i, row) in full.iter().enumerate() {
+            match lines.last_mut() {
+                Some((_, line)) if continues => line.push_str(row),
+                _ => lines.push((i, row.clone())),
+            }
+            continues = u16::try_from(i).is_ok_and(|r| s.row_wrapped(r));
+        }
+        for (_, line) in &mut lines {
+            line.truncate(line.trim_end().len());
+        }
+        Screen {
+            rows: full.iter().map(|r| r.trim_end().to_string()).collect(),
+            lines,
+            cursor: s.cursor_position(),
+            bracketed_paste: s.bracketed_paste(),
+        }
+    }
+
+    /// Runs `f` on what the terminal was asked to do besides drawing.
+    pub fn term_events<R>(&self, f: impl FnOnce(&TermEvents) -> R) -> R {
+        f(self.term.lock().unwrap().parser.callbacks())
+    }
+
+    /// Whether the program's output has ended (it exited and nothing holds
+    /// the terminal any more); everything it wrote has been read then.
+    pub fn output_closed(&self) -> bool {
+        self.output_closed.load(Ordering::SeqCst)
+    }
+
+    /// The terminal's settings now (`tcgetattr` through the master side,
+    /// which on Linux reports the slave's, even after the program exited).
+    pub fn termios(&mut self) -> libc::termios {
+        // SAFETY: tcgetattr fills a termios we own from a descriptor we own.
+        let (rc, t) = unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            let rc = libc::tcgetattr(self.master.as_raw_fd(), &mut t);
+            (rc, t)
+        };
+        if rc != 0 {
+            let msg = last_os_error("tcgetattr on the pty");
+            self.fail(&msg);
+        }
+        t
+    }
+
+    /// Waits until `pred` holds for the emulated screen; panics with
     /// diagnostics on timeout, or when the program has exited and its
     /// output is closed without it holding.
+    pub fn wait_screen(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&Screen) -> bool,
+        timeout: Duration,
+    ) -> Screen {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let closed = self.output_closed();
+            let screen = self.screen();
+            if pred(&screen) {
+                return screen;
+            }
+            if closed {
+                let msg = format!("the terminal closed (program exited?) before {what}");
+                self.fail(&msg);
+            }
+            if Instant::now() >= deadline {
+                let msg = format!("timed out after {timeout:?} waiting for {what}");
+                self.fail(&msg);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a row of the screen contains `needle`; returns the screen.
+    pub fn wait_row(&mut self, needle: &str, timeout: Duration) -> Screen {
+        self.wait_screen(
+            &format!("a screen row showing {needle:?}"),
+            |s| s.find_row(needle).is_some(),
+            timeout,
+        )
+    }
+
+    /// Waits until the screen text (all output so far, escape sequences
+    /// removed) satisfies `pred`; panics with diagnostics on timeout, or
+    /// when the program has exited and its output is closed without it
+    /// holding.
     pub fn wait_until(&mut self, what: &str, pred: impl Fn(&str) -> bool, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             // Read the flag before the text, so a final check after the
             // output closed sees everything.
-            let closed = self.output_closed.load(Ordering::SeqCst);
+            let closed = self.output_closed();
             if pred(&self.screen_text()) {
                 return;
             }
@@ -219,6 +530,18 @@ impl PtyPeer {
             |s| s.lines().any(|l| l.starts_with(prefix)),
             timeout,
         );
+    }
+
+    /// Waits until the program's output has ended (after it exited).
+    pub fn wait_output_closed(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.output_closed() {
+            if Instant::now() >= deadline {
+                let msg = format!("timed out after {timeout:?} waiting for the terminal to close");
+                self.fail(&msg);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
@@ -253,6 +576,16 @@ impl PtyPeer {
         }
     }
 
+    /// SIGKILL the program and reap it.
+    pub fn kill(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            if let Ok(st) = self.child.wait() {
+                self.exit = Some(st);
+            }
+        }
+    }
+
     pub fn diagnostics(&mut self) -> String {
         let status = match self.try_exit_status() {
             Some(st) => format!("exited: {st}"),
@@ -265,8 +598,17 @@ impl PtyPeer {
             .nth(4000)
             .map(|(i, _)| i)
             .unwrap_or(0);
+        let (titles, queries) = self.term_events(|e| {
+            (
+                e.titles
+                    .iter()
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .collect::<Vec<_>>(),
+                e.queries_answered,
+            )
+        });
         format!(
-            "[{}] pid {} ({status}) on a pty\n  command: {} {}\n  terminal ({} chars, tail):\n{}\n",
+            "[{}] pid {} ({status}) on a pty\n  command: {} {}\n  terminal ({} chars, tail):\n{}\n{}  window titles set: {titles:?}; queries answered: {queries}\n",
             self.label,
             self.child.id(),
             chat_bin(),
@@ -276,7 +618,8 @@ impl PtyPeer {
                 .lines()
                 .map(|l| format!("    | {l}"))
                 .collect::<Vec<_>>()
-                .join("\n")
+                .join("\n"),
+            self.screen().render(),
         )
     }
 
