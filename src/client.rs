@@ -162,6 +162,7 @@ impl Session<'_> {
             transport
                 .close(close_code::NO_ERROR, "server not trusted")
                 .await;
+            transport.finish().await;
             return Err(e);
         }
         let mut io = UserIo::stdio(self.args.json, Role::Client, self.interrupt);

@@ -132,8 +132,10 @@ pub fn start(ctrl_d_quits: bool) -> (mpsc::Receiver<UserInput>, TerminalOutput) 
 /// lines queued for it (it picks them up every poll interval, 10 ms), then
 /// restores the terminal.
 pub fn finish() {
-    std::thread::sleep(Duration::from_millis(50));
-    restore();
+    if PRINTER.get().is_some() {
+        std::thread::sleep(Duration::from_millis(50));
+        restore();
+    }
 }
 
 /// Puts the terminal back as it was (cooked mode, no bracketed paste). The
