@@ -204,6 +204,10 @@ async fn doorman<H: Handshaken>(
             Verdict::Allowed { label } => label,
             Verdict::Denied => {
                 warn!(peer = %peer.addr, identity = %who, "refusing a client not on the allow list");
+                crate::terminal::notice(&format!(
+                    "turned away {} ({who}): not on the allow list",
+                    peer.addr
+                ));
                 let reason = format!("not on the server's allow list; your identity is {who}");
                 tokio::spawn(async move { conn.refuse(close_code::UNAUTHORIZED, &reason).await });
                 continue;
@@ -211,6 +215,7 @@ async fn doorman<H: Handshaken>(
         };
         if busy.swap(true, Ordering::AcqRel) {
             info!(peer = %peer.addr, identity = %who, "refusing a client: busy in another chat");
+            crate::terminal::notice(&format!("turned away {} ({who}): busy", peer.addr));
             tokio::spawn(conn.refuse(close_code::BUSY, "the server is busy in another chat"));
         } else if admit.send((conn, label)).await.is_err() {
             return;

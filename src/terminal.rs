@@ -51,6 +51,15 @@ keys: Enter sends; Alt-Enter starts a new line; a paste is sent as one message;
 /// they never break the line being typed.
 static PRINTER: OnceLock<SyncSender<String>> = OnceLock::new();
 
+/// Shows a status line above the prompt when the terminal front end is up
+/// (for events outside the open chat, such as a client turned away); a no-op
+/// otherwise, where the log line suffices.
+pub fn notice(text: &str) {
+    if let Some(p) = PRINTER.get() {
+        let _ = p.try_send(format!("{} {text}", clock()));
+    }
+}
+
 /// Whether standard input and output are both terminals.
 pub fn is_interactive() -> bool {
     use std::io::IsTerminal;
