@@ -39,6 +39,13 @@ const MAX_UNI_STREAMS: u32 = 100;
 /// QUIC flow control pushes back on the peer.
 const EVENT_QUEUE: usize = 64;
 
+/// Messages read into memory at once. A message stream that finishes frees
+/// its QUIC stream slot, so stream credit alone does not bound what a fast
+/// peer can make us buffer while the session is busy; this does: at most
+/// this many bodies (each within the size limit) are being read or waiting
+/// for the session, and further streams wait unread under flow control.
+const MAX_READING: usize = 16;
+
 /// Longest we wait, when closing, for queued acknowledgements to reach the
 /// peer before CONNECTION_CLOSE discards them.
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
@@ -268,6 +275,7 @@ struct Shared {
     end: EndReason,
     received: Arc<Mutex<ReceivedIds>>,
     peer_control_seen: Arc<AtomicBool>,
+    reading: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -318,6 +326,7 @@ impl QuicTransport {
             end: EndReason::default(),
             received: Arc::default(),
             peer_control_seen: Arc::default(),
+            reading: Arc::new(tokio::sync::Semaphore::new(MAX_READING)),
         };
         let tasks = vec![
             tokio::spawn(watch_close(shared.clone())),
@@ -661,6 +670,10 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
     if shared.received.lock().is_ok_and(|r| r.contains(id)) {
         return shared.violation(format!("message id {id} received twice"));
     }
+    // Held until the message is in the session's queue.
+    let Ok(_reading) = shared.reading.clone().acquire_owned().await else {
+        return;
+    };
     let limit = shared.limits.max_message_size;
     let mut parts: Vec<Bytes> = Vec::new();
     let mut size = reader.buf.len() as u64;

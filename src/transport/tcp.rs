@@ -42,6 +42,9 @@ const EVENT_QUEUE: usize = 64;
 /// by a reset (PROTOCOL.md §6).
 const LINGER: Duration = Duration::from_secs(1);
 
+/// TLS handshakes allowed in progress at once.
+const MAX_HANDSHAKES: usize = 256;
+
 /// Bytes of frames gathered into one write when many small messages wait.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -89,6 +92,7 @@ impl Listener {
     /// under a timeout, so a client that connects and stalls blocks no one.
     pub fn spawn_acceptor(&self, tx: mpsc::Sender<Handshaken>) -> JoinHandle<()> {
         let (tcp, tls, timeout) = (self.tcp.clone(), self.tls.clone(), self.handshake_timeout);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let (socket, from) = match tcp.accept().await {
@@ -100,8 +104,16 @@ impl Listener {
                         continue;
                     }
                 };
+                // A flood of connections that never finish their handshake
+                // must not use up the process's file descriptors: past the
+                // cap, new connections are dropped at once.
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    warn!(peer = %from, "too many handshakes in progress; dropping connection");
+                    continue;
+                };
                 let (tls, tx) = (tls.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(timeout, handshake(tls, socket, from)).await {
                         Ok(Ok(conn)) => {
                             let _ = tx.send(conn).await;
