@@ -43,7 +43,7 @@ const EVENT_QUEUE: usize = 64;
 const LINGER: Duration = Duration::from_secs(1);
 
 /// TLS handshakes allowed in progress at once.
-const MAX_HANDSHAKES: usize = 256;
+const MAX_HANDSHAKES: usize = 1024;
 
 /// Bytes of frames gathered into one write when many small messages wait.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -169,7 +169,7 @@ impl super::Handshaken for Handshaken {
     }
 
     async fn start(self, limits: Limits) -> TcpTransport {
-        TcpTransport::start(self.stream, limits)
+        TcpTransport::start(self.stream, limits, self.peer.addr)
     }
 
     async fn refuse(self, code: u64, reason: &str) {
@@ -179,7 +179,7 @@ impl super::Handshaken for Handshaken {
             max_message_size: 0,
             idle_timeout: LINGER * 2,
         };
-        let mut transport = TcpTransport::start(self.stream, limits);
+        let mut transport = TcpTransport::start(self.stream, limits, self.peer.addr);
         transport.close(code, reason).await;
         transport.finish().await;
     }
@@ -212,7 +212,7 @@ pub async fn connect(
         transport: "tcp",
     };
     Ok((
-        TcpTransport::start(TlsStream::Client(stream), limits.clone()),
+        TcpTransport::start(TlsStream::Client(stream), limits.clone(), addr),
         peer,
     ))
 }
@@ -245,7 +245,7 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// Starts chat/1 on an established TLS stream.
-    pub fn start<S>(stream: S, limits: Limits) -> Self
+    pub fn start<S>(stream: S, limits: Limits, peer: SocketAddr) -> Self
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -268,6 +268,7 @@ impl TcpTransport {
         );
         let reader = tokio::spawn(
             Reader {
+                peer,
                 io: read_half,
                 limits,
                 events: events_tx,
@@ -520,6 +521,8 @@ struct Partial {
 
 struct Reader<R> {
     io: R,
+    /// For log lines: which peer broke the protocol.
+    peer: SocketAddr,
     limits: Limits,
     events: mpsc::Sender<Event>,
     control: mpsc::UnboundedSender<Ctrl>,
@@ -600,7 +603,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     fn violation(&mut self, reason: String) -> Flow {
-        warn!("protocol error: {reason}");
+        warn!(peer = %self.peer, "protocol error: {reason}");
         let reason = super::clip_reason(&reason).to_string();
         let d = self.end.set(Disconnect::Violation {
             reason: reason.clone(),

@@ -425,6 +425,11 @@ impl PtyPeer {
         }
     }
 
+    /// Runs `f` on the emulated screen itself (cells, colours, modes).
+    pub fn with_screen<R>(&self, f: impl FnOnce(&vt100::Screen) -> R) -> R {
+        f(self.term.lock().unwrap().parser.screen())
+    }
+
     /// Runs `f` on what the terminal was asked to do besides drawing.
     pub fn term_events<R>(&self, f: impl FnOnce(&TermEvents) -> R) -> R {
         f(self.term.lock().unwrap().parser.callbacks())

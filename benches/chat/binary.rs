@@ -1,0 +1,601 @@
+//! Cases that drive the real `chat` binary end to end: a server process and a
+//! client process on loopback, both with `--json`, the client fed
+//! `{"text": …}` lines on stdin, acknowledgements read as `ack` events (with
+//! the `rtt_us` the client computed) from its stdout. This is what a user or
+//! a script gets, including JSON parsing, stdout writes and the stdin
+//! thread.
+//!
+//! Memory is read from `/proc/PID/status` (`VmRSS`, and `VmHWM`, the peak
+//! resident set), CPU time from `/proc/PID/task/*/schedstat`.
+
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, ensure};
+use serde_json::Value;
+
+use crate::Kind;
+use crate::util::{TempDir, process_cpu_ns, status_mib};
+
+/// How long to wait for an ordinary event (start-up, connection, one ack).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for an event at the end of a long transfer.
+const LONG_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How the bench reads a process's stdout.
+#[derive(Debug, Clone, Copy)]
+enum Reading {
+    /// Every line as soon as it is written: for latency, where the bench
+    /// waits for each event before writing the next message.
+    Prompt,
+    /// In batches, pausing [`COALESCE`] between reads: for throughput.
+    /// `chat` flushes every event line on its own, so a prompt reader wakes
+    /// up about three times per message (sent, ack, message), which on a
+    /// 2-vCPU machine takes CPU from the processes being measured. Event
+    /// times are then late by at most the pause.
+    Coalesced,
+}
+
+/// The pause between reads of a [`Reading::Coalesced`] stdout.
+const COALESCE: Duration = Duration::from_micros(500);
+
+/// How far into a frequent event's line its numbers are looked for.
+const HEAD_LIMIT: usize = 256;
+
+/// The binary under test and a home directory shared by its processes
+/// (server identity in `home/server`, client identity in `home/client`).
+pub struct Bin {
+    path: PathBuf,
+    home: TempDir,
+    max_message_size: u64,
+}
+
+/// One line of a process's stdout, read as little as the bench needs: on a
+/// 2-vCPU machine the harness's CPU time is taken from the processes it
+/// measures, and a `serde_json::Value` per line (several allocations, freed
+/// on another thread) cost more per message than some of the chat's own
+/// work. The frequent events (`sent`, `ack`, `message`, one or two per
+/// message) are scanned for the numbers the bench uses; the rare ones are
+/// parsed whole.
+struct Event {
+    /// When the bench read it.
+    at: Instant,
+    name: &'static str,
+    /// `rtt_us` of an `ack`.
+    rtt_us: Option<u64>,
+    /// `bytes` of a `message`.
+    bytes: Option<u64>,
+    /// The whole line, for the rare events.
+    json: Option<Value>,
+}
+
+impl Event {
+    fn parse(at: Instant, line: &[u8]) -> Event {
+        let line = line.trim_ascii_end();
+        let name = line
+            .strip_prefix(br#"{"event":""#)
+            .and_then(|rest| rest.split(|&b| b == b'"').next())
+            .and_then(|name| {
+                EVENTS
+                    .iter()
+                    .find(|known| known.as_bytes() == name)
+                    .copied()
+            })
+            .unwrap_or("unknown");
+        // `chat` writes a message's fields in order (event, id, bytes, then
+        // the body), so its numbers are near the start of the line; the
+        // body, up to 64 MiB, is never looked at.
+        let head = &line[..line.len().min(HEAD_LIMIT)];
+        match name {
+            "sent" => Event::new(at, name, None),
+            "ack" => Event {
+                rtt_us: number_after(head, br#""rtt_us":"#),
+                ..Event::new(at, name, None)
+            },
+            "message" => Event {
+                bytes: number_after(head, br#""bytes":"#),
+                ..Event::new(at, name, None)
+            },
+            _ => Event::new(at, name, serde_json::from_slice(line).ok()),
+        }
+    }
+
+    fn new(at: Instant, name: &'static str, json: Option<Value>) -> Event {
+        Event {
+            at,
+            name,
+            rtt_us: None,
+            bytes: None,
+            json,
+        }
+    }
+
+    /// A field of a rarely seen event (null when absent).
+    fn field(&self, key: &str) -> &Value {
+        self.json.as_ref().map_or(&Value::Null, |j| &j[key])
+    }
+}
+
+/// The events of `chat --json` (README.md, `--json`).
+const EVENTS: &[&str] = &[
+    "listening",
+    "connected",
+    "sent",
+    "ack",
+    "rejected",
+    "message",
+    "disconnected",
+    "error",
+];
+
+/// The unsigned integer that follows `key` in `line`.
+fn number_after(line: &[u8], key: &[u8]) -> Option<u64> {
+    let at = line.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&line[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A running `chat` process. Killed (and reaped) when dropped.
+struct Proc {
+    label: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: Receiver<Vec<Event>>,
+    /// Events received but not yet consumed.
+    ready: VecDeque<Event>,
+    stderr: PathBuf,
+}
+
+impl Bin {
+    pub fn new(path: PathBuf, max_message_size: u64) -> Result<Bin> {
+        ensure!(path.exists(), "no binary at {}", path.display());
+        Ok(Bin {
+            path,
+            home: TempDir::new("bin")?,
+            max_message_size,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn spawn(&self, label: &str, args: &[String], stdin: Stdio, reading: Reading) -> Result<Proc> {
+        let stderr = self.home.path().join(format!("{label}.stderr"));
+        let mut cmd = Command::new(&self.path);
+        cmd.args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr)?);
+        // The environment fallbacks of the CLI must not leak in.
+        for k in ["MODE", "IP_ADDR", "CHAT_HOME"] {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.path.display()))?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let pause = match reading {
+            Reading::Prompt => None,
+            Reading::Coalesced => {
+                // Room for what `chat` writes while the reader pauses, so that
+                // it never blocks on a full pipe (the default is 64 KiB).
+                #[cfg(target_os = "linux")]
+                {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: a valid open descriptor; F_SETPIPE_SZ only
+                    // resizes its buffer (failure leaves it as it was).
+                    unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+                }
+                Some(COALESCE)
+            }
+        };
+        let (tx, events) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("{label}-stdout"))
+            .spawn(move || read_events(stdout, tx, pause))?;
+        Ok(Proc {
+            label: label.to_string(),
+            stdin: child.stdin.take(),
+            child,
+            events,
+            ready: VecDeque::new(),
+            stderr,
+        })
+    }
+
+    /// `chat --mode server --json` on 127.0.0.1, any free port. Returns it
+    /// with its address and fingerprint (from its `listening` event).
+    fn server(&self, kind: Kind, reading: Reading) -> Result<(Proc, SocketAddr, String)> {
+        let args = [
+            "--mode",
+            "server",
+            "--transport",
+            kind.name(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--json",
+            "--max-message-size",
+            &self.max_message_size.to_string(),
+            "--home",
+            &self.home_str(),
+        ];
+        let mut server = self.spawn("server", &strings(&args), Stdio::piped(), reading)?;
+        let listening = server.wait_event("listening", EVENT_TIMEOUT)?;
+        let addr = listening
+            .field("addr")
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .context("listening event without an address")?;
+        let fingerprint = listening
+            .field("fingerprint")
+            .as_str()
+            .context("listening event without a fingerprint")?
+            .to_string();
+        Ok((server, addr, fingerprint))
+    }
+
+    /// `chat --mode client --json` pinned to the server's fingerprint.
+    fn client(
+        &self,
+        kind: Kind,
+        addr: SocketAddr,
+        fingerprint: &str,
+        stdin: Stdio,
+        reading: Reading,
+    ) -> Result<Proc> {
+        let args = [
+            "--mode",
+            "client",
+            "--transport",
+            kind.name(),
+            "--addr",
+            &addr.to_string(),
+            "--fingerprint",
+            fingerprint,
+            "--json",
+            "--home",
+            &self.home_str(),
+        ];
+        self.spawn("client", &strings(&args), stdin, reading)
+    }
+
+    /// A server and a connected client (waits for both `connected` events).
+    fn pair(&self, kind: Kind, reading: Reading) -> Result<(Proc, Proc)> {
+        let (mut server, addr, fp) = self.server(kind, reading)?;
+        let mut client = self.client(kind, addr, &fp, Stdio::piped(), reading)?;
+        client.wait_event("connected", EVENT_TIMEOUT)?;
+        server.wait_event("connected", EVENT_TIMEOUT)?;
+        Ok((server, client))
+    }
+
+    fn home_str(&self) -> String {
+        self.home.path().display().to_string()
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// One `{"text": …}` input line of `size` ASCII bytes.
+fn text_line(size: usize, fill: u8) -> Vec<u8> {
+    let mut line = Vec::with_capacity(size + 12);
+    line.extend_from_slice(br#"{"text":""#);
+    line.resize(line.len() + size, fill);
+    line.extend_from_slice(b"\"}\n");
+    line
+}
+
+/// Reads stdout and passes on its lines as events, in batches: one channel
+/// send (one wake-up of the waiting thread) per `read`, not per line, so
+/// that on a small machine the harness takes as little CPU as possible from
+/// the processes it measures. Every event of a batch is stamped with the
+/// time its read returned.
+fn read_events(mut stdout: impl Read, tx: Sender<Vec<Event>>, pause: Option<Duration>) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    // Bytes of `pending` already searched for a newline: a 64 MiB line
+    // arrives in many reads, and rescanning it each time would be quadratic.
+    let mut scanned = 0;
+    loop {
+        let n = match stdout.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let at = Instant::now();
+        pending.extend_from_slice(&chunk[..n]);
+        let mut events = Vec::new();
+        let mut start = 0;
+        while let Some(i) = pending[scanned..].iter().position(|&b| b == b'\n') {
+            let end = scanned + i;
+            events.push(Event::parse(at, &pending[start..end]));
+            start = end + 1;
+            scanned = start;
+        }
+        scanned = pending.len();
+        pending.drain(..start);
+        scanned -= start;
+        if !events.is_empty() && tx.send(events).is_err() {
+            return;
+        }
+        if let Some(pause) = pause {
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next event called `name`, skipping others; an `error`,
+    /// `rejected` or `disconnected` event, or the process ending, is an
+    /// error.
+    fn wait_event(&mut self, name: &str, timeout: Duration) -> Result<Event> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(ev) = self.ready.pop_front() {
+                if ev.name == name {
+                    return Ok(ev);
+                }
+                if matches!(ev.name, "error" | "disconnected" | "rejected") {
+                    let what = ev.json.unwrap_or_default().to_string();
+                    return Err(self.failure(&format!("unexpected event {what}")));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(batch) => self.ready.extend(batch),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(self.failure(&format!("no {name} event within {timeout:?}")));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    return Err(self.failure(&format!(
+                        "stdout closed while waiting for {name} (exit {status:?})"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// An error naming the process, with the tail of its stderr.
+    fn failure(&self, what: &str) -> anyhow::Error {
+        anyhow!("{}: {what}; stderr: {}", self.label, tail(&self.stderr))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .map_err(|e| self.failure(&format!("cannot write to stdin: {e}")))
+    }
+
+    /// Closes stdin and waits for the process to exit on its own (a client
+    /// at end of input waits for its acks, closes normally and exits 0).
+    fn finish(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.stdin = None;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure(&format!("did not exit within {timeout:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `finish`, and an exit status other than 0 is an error.
+    fn finish_ok(&mut self, timeout: Duration) -> Result<()> {
+        let status = self.finish(timeout)?;
+        if !status.success() {
+            return Err(self.failure(&format!("exited with {status}")));
+        }
+        Ok(())
+    }
+
+    fn rss_mib(&self, field: &str) -> Result<f64> {
+        status_mib(self.pid(), field)
+            .with_context(|| format!("cannot read {field} of {}", self.label))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last few hundred bytes of a file, on one line.
+fn tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(600)));
+        let _ = f.read_to_string(&mut text);
+    }
+    let text = text.trim().replace('\n', " | ");
+    if text.is_empty() {
+        "(empty)".to_string()
+    } else {
+        text
+    }
+}
+
+/// rtt through the binary: `n` sequential `{"text": …}` messages of `size`
+/// bytes, each written once the previous `ack` event was read, after
+/// `warmup` more. Returns the `rtt_us` values the client printed.
+pub fn rtt(bin: &Bin, kind: Kind, size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
+    let (_server, mut client) = bin.pair(kind, Reading::Prompt)?;
+    let line = text_line(size, b'x');
+    let mut rtts = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        client.write(&line)?;
+        let ack = client.wait_event("ack", EVENT_TIMEOUT)?;
+        if i >= warmup {
+            rtts.push(rtt_of(&ack)?);
+        }
+    }
+    client.finish_ok(EVENT_TIMEOUT)?;
+    Ok(rtts)
+}
+
+fn rtt_of(ack: &Event) -> Result<Duration> {
+    ack.rtt_us
+        .map(Duration::from_micros)
+        .context("ack event without rtt_us")
+}
+
+/// What the rate case measured through the binary.
+pub struct Rate {
+    pub messages: usize,
+    pub elapsed: Duration,
+    pub client_cpu: Option<Duration>,
+    pub server_cpu: Option<Duration>,
+    /// This bench process over the same window (writing stdin, reading
+    /// and parsing events): on a 2-vCPU machine it competes with the chat.
+    pub harness_cpu: Option<Duration>,
+}
+
+/// rate through the binary: `n` lines of `size`-byte messages written to the
+/// client's stdin as fast as it reads them; timed from the first write to
+/// reading the last `ack` event (read in batches: [`Reading::Coalesced`]).
+/// CPU is each whole process (all threads) over the same window. `n / 10`
+/// messages warm the pair up first.
+pub fn rate(bin: &Bin, kind: Kind, size: usize, n: usize) -> Result<Rate> {
+    let (server, mut client) = bin.pair(kind, Reading::Coalesced)?;
+    let line = text_line(size, b'r');
+    let warmup = n / 10;
+    client.write(&line.repeat(warmup))?;
+    for _ in 0..warmup {
+        client.wait_event("ack", LONG_TIMEOUT)?;
+    }
+    let all = line.repeat(n);
+    let me = std::process::id();
+    let cpu0 = (
+        process_cpu_ns(client.pid()),
+        process_cpu_ns(server.pid()),
+        process_cpu_ns(me),
+    );
+    let t0 = Instant::now();
+    // The writes block while the client's stdin pipe is full; its stdout is
+    // drained meanwhile by the reader thread, so nothing deadlocks.
+    client.write(&all)?;
+    let mut last = t0;
+    for _ in 0..n {
+        last = client.wait_event("ack", LONG_TIMEOUT)?.at;
+    }
+    let cpu1 = (
+        process_cpu_ns(client.pid()),
+        process_cpu_ns(server.pid()),
+        process_cpu_ns(me),
+    );
+    client.finish_ok(EVENT_TIMEOUT)?;
+    let delta = |a: Option<u64>, b: Option<u64>| Some(Duration::from_nanos(b?.checked_sub(a?)?));
+    Ok(Rate {
+        messages: n,
+        elapsed: last - t0,
+        client_cpu: delta(cpu0.0, cpu1.0),
+        server_cpu: delta(cpu0.1, cpu1.1),
+        harness_cpu: delta(cpu0.2, cpu1.2),
+    })
+}
+
+/// What the bulk case measured through the binary.
+pub struct Bulk {
+    /// The client's `rtt_us`: from handing the message to the transport to
+    /// its ack (excludes reading and parsing the input line).
+    pub rtt: Duration,
+    /// From the first byte written to the client's stdin to its `ack` event.
+    pub wall: Duration,
+    /// Peak resident set of the receiving (server) process, MiB.
+    pub receiver_peak_mib: f64,
+    /// Resident set of the server just before the transfer, MiB.
+    pub receiver_before_mib: f64,
+    /// Peak resident set of the sending (client) process, MiB.
+    pub sender_peak_mib: f64,
+}
+
+/// bulk through the binary: one `{"text": …}` message of `size` bytes from
+/// client to server.
+pub fn bulk(bin: &Bin, kind: Kind, size: usize) -> Result<Bulk> {
+    let (mut server, mut client) = bin.pair(kind, Reading::Prompt)?;
+    let line = text_line(size, b'b');
+    let receiver_before_mib = server.rss_mib("VmRSS")?;
+    let t0 = Instant::now();
+    client.write(&line)?;
+    let ack = client.wait_event("ack", LONG_TIMEOUT)?;
+    // The server printed the message before its ack could leave (the ack is
+    // written by another task of the same single-threaded runtime), so its
+    // peak is already reached; waiting for the event makes sure of it.
+    let message = server.wait_event("message", LONG_TIMEOUT)?;
+    ensure!(
+        message.bytes == Some(size as u64),
+        "the server got {:?} bytes",
+        message.bytes
+    );
+    let result = Bulk {
+        rtt: rtt_of(&ack)?,
+        wall: ack.at - t0,
+        receiver_peak_mib: server.rss_mib("VmHWM")?,
+        receiver_before_mib,
+        sender_peak_mib: client.rss_mib("VmHWM")?,
+    };
+    client.finish_ok(EVENT_TIMEOUT)?;
+    Ok(result)
+}
+
+/// Memory of a server with no client.
+pub struct Idle {
+    pub rss_mib: f64,
+    pub peak_mib: f64,
+}
+
+/// idle: a server that has started listening and then sat for `settle`.
+pub fn idle(bin: &Bin, kind: Kind, settle: Duration) -> Result<Idle> {
+    let (server, _, _) = bin.server(kind, Reading::Prompt)?;
+    std::thread::sleep(settle);
+    Ok(Idle {
+        rss_mib: server.rss_mib("VmRSS")?,
+        peak_mib: server.rss_mib("VmHWM")?,
+    })
+}
+
+/// connect through the binary: `n` client processes one after another
+/// (stdin closed, so each leaves at once), each timed from spawning it to
+/// reading its `connected` event. Includes process start-up and loading the
+/// client identity; one unmeasured client runs first (it creates the
+/// identity).
+pub fn connect(bin: &Bin, kind: Kind, n: usize) -> Result<Vec<Duration>> {
+    let (_server, addr, fp) = bin.server(kind, Reading::Prompt)?;
+    let mut times = Vec::with_capacity(n);
+    for i in 0..=n {
+        let t0 = Instant::now();
+        let mut client = bin.client(kind, addr, &fp, Stdio::null(), Reading::Prompt)?;
+        let connected = client.wait_event("connected", EVENT_TIMEOUT)?;
+        if i > 0 {
+            times.push(connected.at - t0);
+        }
+        client.finish_ok(EVENT_TIMEOUT)?;
+        // Let the server notice the close and free its single chat slot, so
+        // the next client is admitted rather than turned away as BUSY.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(times)
+}

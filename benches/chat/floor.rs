@@ -1,0 +1,114 @@
+//! The floor: bare ping-pong over the same kind of socket as each transport,
+//! with the same I/O model as `chat` (tokio, one `current_thread` runtime per
+//! side, each on its own thread), so that the ratio rtt / floor isolates what
+//! chat/1, TLS and the session add.
+//!
+//! - UDP: one 32 B datagram each way (the floor for QUIC).
+//! - TCP: 32 B each way on a `TCP_NODELAY` connection (the floor for TLS
+//!   over TCP).
+//!
+//! Each round trip is timed by the client from just before its send to just
+//! after its receive.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::util::spawn_runtime;
+
+/// Longest a single echo may take before the case is declared broken (a lost
+/// datagram on loopback would otherwise hang it).
+const ECHO_TIMEOUT: Duration = Duration::from_secs(2);
+const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Round-trip times of `n` UDP ping-pongs of `size` bytes after `warmup`.
+pub fn udp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
+    let (ready_tx, ready) = std::sync::mpsc::channel::<SocketAddr>();
+    let echo = spawn_runtime("floor-udp-echo", move || async move {
+        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+        ready_tx.send(sock.local_addr()?)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let (len, from) = sock.recv_from(&mut buf).await?;
+            // An empty datagram is the client's "done".
+            if len == 0 {
+                return Ok(());
+            }
+            sock.send_to(&buf[..len], from).await?;
+        }
+    })?;
+    let addr = ready
+        .recv_timeout(Duration::from_secs(10))
+        .context("UDP echo did not start")?;
+    let client = spawn_runtime("floor-udp-client", move || async move {
+        let sock = UdpSocket::bind("127.0.0.1:0").await?;
+        sock.connect(addr).await?;
+        let msg = vec![b'x'; size];
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut rtts = Vec::with_capacity(n);
+        for i in 0..warmup + n {
+            let t0 = Instant::now();
+            sock.send(&msg).await?;
+            let got = tokio::time::timeout(ECHO_TIMEOUT, sock.recv(&mut buf))
+                .await
+                .context("UDP echo lost")??;
+            let rtt = t0.elapsed();
+            ensure!(got == size, "UDP echo returned {got} bytes, not {size}");
+            if i >= warmup {
+                rtts.push(rtt);
+            }
+        }
+        sock.send(&[]).await?;
+        Ok(rtts)
+    })?;
+    let rtts = client.wait(CASE_TIMEOUT)?;
+    echo.wait(Duration::from_secs(5))?;
+    Ok(rtts)
+}
+
+/// Round-trip times of `n` TCP ping-pongs of `size` bytes after `warmup`.
+pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
+    let (ready_tx, ready) = std::sync::mpsc::channel::<SocketAddr>();
+    let echo = spawn_runtime("floor-tcp-echo", move || async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        ready_tx.send(listener.local_addr()?)?;
+        let (mut sock, _) = listener.accept().await?;
+        sock.set_nodelay(true)?;
+        let mut buf = vec![0u8; size];
+        loop {
+            // The client closing its end is its "done".
+            match sock.read_exact(&mut buf).await {
+                Ok(_) => sock.write_all(&buf).await?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })?;
+    let addr = ready
+        .recv_timeout(Duration::from_secs(10))
+        .context("TCP echo did not start")?;
+    let client = spawn_runtime("floor-tcp-client", move || async move {
+        let mut sock = TcpStream::connect(addr).await?;
+        sock.set_nodelay(true)?;
+        let msg = vec![b'x'; size];
+        let mut buf = vec![0u8; size];
+        let mut rtts = Vec::with_capacity(n);
+        for i in 0..warmup + n {
+            let t0 = Instant::now();
+            sock.write_all(&msg).await?;
+            tokio::time::timeout(ECHO_TIMEOUT, sock.read_exact(&mut buf))
+                .await
+                .context("TCP echo stalled")??;
+            if i >= warmup {
+                rtts.push(t0.elapsed());
+            }
+        }
+        Ok(rtts)
+    })?;
+    let rtts = client.wait(CASE_TIMEOUT)?;
+    echo.wait(Duration::from_secs(5))?;
+    Ok(rtts)
+}

@@ -1,0 +1,584 @@
+//! Cases that drive the project's own transport and session code in-process.
+//!
+//! Server and client each run on their own OS thread with their own
+//! `current_thread` runtime, as the `chat` binary runs one such runtime per
+//! process. The server is what `chat --mode server` does for one client:
+//! `Listener::bind` + `spawn_acceptor`, `Handshaken::start`, then
+//! `session::run` as [`Role::Server`]. The client is `quic::connect` /
+//! `tcp::connect` followed by `session::run` as [`Role::Client`], fed by a
+//! scripted driver through the same `UserIo` input channel that standard
+//! input feeds in the binary; a recording [`Output`] hands each
+//! acknowledgement (with the RTT the session computed) back to the driver.
+//!
+//! All RTTs are the session's own: from the moment it takes the message from
+//! its input and hands it to the transport until it processes the ACK.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use bytes::Bytes;
+use chat::identity::{self, Fingerprint, Identity};
+use chat::input::UserInput;
+use chat::output::Output;
+use chat::server::HANDSHAKE_TIMEOUT;
+use chat::session::{self, Role, UserIo};
+use chat::tls::{self, FingerprintVerifier, ServerTrust};
+use chat::transport::{
+    Disconnect, Handshaken, Limits, MessageId, Transport, close_code, quic, tcp,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::Kind;
+use crate::util::{TempDir, spawn_runtime, thread_cpu_ns, thread_id};
+
+/// Same slack as the binary's stdin reader (`chat::input::spawn_stdin`).
+const INPUT_QUEUE: usize = 256;
+/// How long the driver waits for any single acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a whole case may take before it is abandoned.
+const CASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A server identity on disk, shared by every library case of a run.
+pub struct Setup {
+    dir: TempDir,
+    limits: Limits,
+}
+
+impl Setup {
+    /// Creates a fresh server identity and limits large enough for the bulk
+    /// cases (the default 16 MiB would reject a 64 MiB message).
+    pub fn new(max_message_size: u64) -> Result<Setup> {
+        let dir = TempDir::new("lib")?;
+        identity::write_new(dir.path(), &[], true).context("cannot create an identity")?;
+        Ok(Setup {
+            dir,
+            limits: Limits {
+                max_message_size,
+                idle_timeout: Duration::from_secs(10),
+            },
+        })
+    }
+
+    fn identity_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+fn load_identity(dir: &std::path::Path) -> Result<Identity> {
+    Identity::load(
+        &dir.join(identity::CERT_FILE),
+        &dir.join(identity::KEY_FILE),
+    )
+    .context("cannot load the bench identity")
+}
+
+/// An acknowledgement as the session reported it.
+#[derive(Debug, Clone, Copy)]
+pub struct Acked {
+    pub id: MessageId,
+    /// The round-trip time the session computed.
+    pub rtt: Duration,
+    /// When the session reported it.
+    pub at: Instant,
+}
+
+/// What the recording output passes to the driver.
+enum Note {
+    Ack(Acked),
+    Rejected(MessageId, String),
+    Closed(String),
+}
+
+/// Messages the server side received, for a sanity check of each case.
+#[derive(Default)]
+struct Counts {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// An [`Output`] that renders nothing: it forwards acknowledgements to the
+/// driver and counts received messages.
+struct Probe {
+    notes: Option<mpsc::UnboundedSender<Note>>,
+    counts: Arc<Counts>,
+}
+
+impl Probe {
+    fn note(&self, note: Note) {
+        if let Some(tx) = &self.notes {
+            let _ = tx.send(note);
+        }
+    }
+}
+
+impl Output for Probe {
+    fn listening(&mut self, _: &str, _: SocketAddr, _: Fingerprint) {}
+    fn connected(&mut self, _: &str, _: SocketAddr, _: Option<Fingerprint>, _: Option<&str>) {}
+    fn sent(&mut self, _: MessageId, _: &[u8]) {}
+    fn ack(&mut self, id: MessageId, rtt: Duration) {
+        let at = Instant::now();
+        self.note(Note::Ack(Acked { id, rtt, at }));
+    }
+    fn rejected(&mut self, id: MessageId, _code: u64, reason: &str) {
+        self.note(Note::Rejected(id, reason.to_string()));
+    }
+    fn message(&mut self, _: MessageId, body: &[u8]) {
+        self.counts.messages.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+    }
+    fn disconnected(&mut self, why: &Disconnect, _: &[MessageId]) {
+        self.note(Note::Closed(why.describe()));
+    }
+    fn error(&mut self, message: &str) {
+        self.note(Note::Closed(format!("error: {message}")));
+    }
+    fn info(&mut self, _: &str) {}
+}
+
+/// The scripted user of the client side.
+pub struct Driver {
+    /// The session's input: what stdin feeds in the binary.
+    pub input: mpsc::Sender<UserInput>,
+    pub acks: Acks,
+    /// The server thread's kernel id, to read its CPU time.
+    pub server_tid: i64,
+}
+
+/// Acknowledgements in the order the session reported them.
+pub struct Acks(mpsc::UnboundedReceiver<Note>);
+
+impl Acks {
+    /// The next acknowledgement; a rejection or the end of the chat is an
+    /// error, as is waiting longer than [`ACK_TIMEOUT`].
+    pub async fn next(&mut self) -> Result<Acked> {
+        match tokio::time::timeout(ACK_TIMEOUT, self.0.recv()).await {
+            Err(_) => bail!("no acknowledgement within {ACK_TIMEOUT:?}"),
+            Ok(None) => bail!("the session ended"),
+            Ok(Some(Note::Ack(a))) => Ok(a),
+            Ok(Some(Note::Rejected(id, why))) => bail!("message {id} was rejected: {why}"),
+            Ok(Some(Note::Closed(why))) => bail!("the chat ended early: {why}"),
+        }
+    }
+}
+
+/// Sends one message as the user would.
+pub async fn send(input: &mpsc::Sender<UserInput>, body: Bytes) -> Result<()> {
+    input
+        .send(UserInput::Message(body))
+        .await
+        .map_err(|_| anyhow!("the session stopped taking input"))
+}
+
+/// What the server side saw.
+pub struct ServerReport {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// Starts a server thread that serves `sessions` chats one after the other,
+/// exactly like `chat --mode server`. Returns its address, its thread id and
+/// the worker to wait on.
+fn spawn_server(
+    kind: Kind,
+    setup: &Setup,
+    sessions: usize,
+) -> Result<(SocketAddr, i64, crate::util::Worker<ServerReport>)> {
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (dir, limits) = (setup.identity_dir(), setup.limits.clone());
+    let worker = spawn_runtime("bench-server", move || async move {
+        let identity = load_identity(&dir)?;
+        let bind: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+        let counts = Arc::new(Counts::default());
+        match kind {
+            Kind::Quic => {
+                let listener = quic::Listener::bind(bind, &identity, &limits, HANDSHAKE_TIMEOUT)?;
+                let _ = ready_tx.send((listener.local_addr()?, thread_id()));
+                let (tx, rx) = mpsc::channel(16);
+                let acceptor = listener.spawn_acceptor(tx);
+                let served = serve(rx, &limits, sessions, counts.clone()).await;
+                acceptor.abort();
+                listener.shutdown().await;
+                served?;
+            }
+            Kind::Tcp => {
+                let listener = tcp::Listener::bind(bind, &identity, HANDSHAKE_TIMEOUT).await?;
+                let _ = ready_tx.send((listener.local_addr()?, thread_id()));
+                let (tx, rx) = mpsc::channel(16);
+                let acceptor = listener.spawn_acceptor(tx);
+                let served = serve(rx, &limits, sessions, counts.clone()).await;
+                acceptor.abort();
+                served?;
+            }
+        }
+        Ok(ServerReport {
+            messages: counts.messages.load(Ordering::Relaxed),
+            bytes: counts.bytes.load(Ordering::Relaxed),
+        })
+    })?;
+    match ready.recv_timeout(Duration::from_secs(10)) {
+        Ok((addr, tid)) => Ok((addr, tid, worker)),
+        // The server failed before it could listen: its error says why.
+        Err(_) => Err(worker
+            .wait(Duration::from_secs(5))
+            .err()
+            .unwrap_or_else(|| anyhow!("the server stopped before listening"))),
+    }
+}
+
+/// The server loop of `chat::server`, minus allow lists and BUSY refusals:
+/// admit each handshaken client in turn and chat until it leaves.
+async fn serve<H: Handshaken>(
+    mut handshakes: mpsc::Receiver<H>,
+    limits: &Limits,
+    sessions: usize,
+    counts: Arc<Counts>,
+) -> Result<()> {
+    // The server's user types nothing (input closed) and never presses
+    // Ctrl-C; the senders are kept so neither channel reads as closed.
+    let (_input_tx, input) = mpsc::channel(1);
+    let (_interrupt_tx, interrupt) = watch::channel(false);
+    let mut io = UserIo {
+        input,
+        input_open: false,
+        out: Box::new(Probe {
+            notes: None,
+            counts,
+        }),
+        interrupt,
+    };
+    let mut finishing = Vec::new();
+    for _ in 0..sessions {
+        let conn = tokio::time::timeout(Duration::from_secs(30), handshakes.recv())
+            .await
+            .context("no client connected within 30 s")?
+            .context("the acceptor stopped")?;
+        let mut transport = conn.start(limits.clone()).await;
+        let outcome =
+            session::run(&mut transport, &mut io, Role::Server, limits.idle_timeout).await;
+        ensure!(
+            outcome.disconnect.is_normal(),
+            "server side: the chat ended abnormally: {}",
+            outcome.disconnect.describe()
+        );
+        // As the server does: the connection's last bytes leave in the
+        // background while the next client is served.
+        finishing.push(tokio::spawn(transport.finish()));
+    }
+    for f in finishing {
+        let _ = f.await;
+    }
+    Ok(())
+}
+
+/// The client's TLS configuration: a client without identity that accepts
+/// any server whose handshake signature is valid (the pinning itself costs a
+/// hash compare, nothing measurable).
+fn client_tls() -> Result<rustls::ClientConfig> {
+    Ok(tls::client_config(
+        FingerprintVerifier::new(ServerTrust::AnyValidSignature),
+        None,
+    )?)
+}
+
+/// Runs one chat: a server thread and a client thread; `scenario` plays the
+/// client's user. Returns the scenario's result and what the server got.
+pub fn run_chat<R, F, Fut>(kind: Kind, setup: &Setup, scenario: F) -> Result<(R, ServerReport)>
+where
+    R: Send + 'static,
+    F: FnOnce(Driver) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R>>,
+{
+    let (addr, server_tid, server) = spawn_server(kind, setup, 1)?;
+    let limits = setup.limits.clone();
+    let client = spawn_runtime("bench-client", move || async move {
+        let config = client_tls()?;
+        match kind {
+            Kind::Quic => {
+                let (t, _peer) = quic::connect(addr, config, &limits).await?;
+                chat_as_client(t, &limits, server_tid, scenario).await
+            }
+            Kind::Tcp => {
+                let (t, _peer) = tcp::connect(addr, config, &limits).await?;
+                chat_as_client(t, &limits, server_tid, scenario).await
+            }
+        }
+    })?;
+    let result = client.wait(CASE_TIMEOUT)?;
+    let report = server.wait(Duration::from_secs(30))?;
+    Ok((result, report))
+}
+
+/// `session::run` as the client, with the scenario as its user. When the
+/// scenario returns, input ends, and the session closes the chat normally
+/// once every message is acknowledged, as the binary does at end of stdin.
+async fn chat_as_client<T, R, F, Fut>(
+    mut transport: T,
+    limits: &Limits,
+    server_tid: i64,
+    scenario: F,
+) -> Result<R>
+where
+    T: Transport,
+    F: FnOnce(Driver) -> Fut,
+    Fut: Future<Output = Result<R>>,
+{
+    let (input_tx, input) = mpsc::channel(INPUT_QUEUE);
+    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let (_interrupt_tx, interrupt) = watch::channel(false);
+    let mut io = UserIo {
+        input,
+        input_open: true,
+        out: Box::new(Probe {
+            notes: Some(notes_tx),
+            counts: Arc::default(),
+        }),
+        interrupt,
+    };
+    let driver = Driver {
+        input: input_tx,
+        acks: Acks(notes),
+        server_tid,
+    };
+    // The driver is dropped when the scenario returns: that is end of input.
+    let (outcome, result) = tokio::join!(
+        session::run(&mut transport, &mut io, Role::Client, limits.idle_timeout),
+        scenario(driver)
+    );
+    transport.finish().await;
+    let result = result?;
+    ensure!(
+        outcome.disconnect.is_normal() && outcome.unacked.is_empty(),
+        "client side: the chat ended abnormally: {} (unacked: {})",
+        outcome.disconnect.describe(),
+        outcome.unacked.len()
+    );
+    Ok(result)
+}
+
+/// rtt: `n` sequential messages of `size` bytes (each sent only once the
+/// previous one is acknowledged), after `warmup` more.
+pub fn rtt(
+    kind: Kind,
+    setup: &Setup,
+    size: usize,
+    warmup: usize,
+    n: usize,
+) -> Result<Vec<Duration>> {
+    let (rtts, server) = run_chat(kind, setup, move |mut d| async move {
+        let body = Bytes::from(vec![b'x'; size]);
+        let mut rtts = Vec::with_capacity(n);
+        for i in 0..warmup + n {
+            send(&d.input, body.clone()).await?;
+            let ack = d.acks.next().await?;
+            ensure!(
+                ack.id == i as u64,
+                "ack for {} while waiting for {i}",
+                ack.id
+            );
+            if i >= warmup {
+                rtts.push(ack.rtt);
+            }
+        }
+        Ok(rtts)
+    })?;
+    ensure!(
+        server.messages == (warmup + n) as u64,
+        "server got {} messages",
+        server.messages
+    );
+    Ok(rtts)
+}
+
+/// What the rate case measured.
+pub struct Rate {
+    pub messages: usize,
+    pub elapsed: Duration,
+    pub client_cpu: Option<Duration>,
+    pub server_cpu: Option<Duration>,
+}
+
+/// rate: `n` messages of `size` bytes handed to the session as fast as it
+/// takes them; timed from the first hand-over to the last acknowledgement.
+/// CPU time is each side's runtime thread over the same window. A pipelined
+/// warm-up of `n / 10` messages runs first.
+pub fn rate(kind: Kind, setup: &Setup, size: usize, n: usize) -> Result<Rate> {
+    let warmup = n / 10;
+    let (rate, server) = run_chat(kind, setup, move |d| async move {
+        let Driver {
+            input,
+            mut acks,
+            server_tid,
+        } = d;
+        let body = Bytes::from(vec![b'r'; size]);
+        let burst = |count: usize| {
+            let (input, body) = (&input, &body);
+            async move {
+                for _ in 0..count {
+                    send(input, body.clone()).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        };
+        tokio::try_join!(burst(warmup), async {
+            for _ in 0..warmup {
+                acks.next().await?;
+            }
+            Ok(())
+        })?;
+        let me = thread_id();
+        let cpu0 = (thread_cpu_ns(me), thread_cpu_ns(server_tid));
+        let t0 = Instant::now();
+        let ((), last) = tokio::try_join!(burst(n), async {
+            let mut last = t0;
+            for _ in 0..n {
+                last = acks.next().await?.at;
+            }
+            Ok(last)
+        })?;
+        let cpu1 = (thread_cpu_ns(me), thread_cpu_ns(server_tid));
+        let delta =
+            |a: Option<u64>, b: Option<u64>| Some(Duration::from_nanos(b?.checked_sub(a?)?));
+        Ok(Rate {
+            messages: n,
+            elapsed: last - t0,
+            client_cpu: delta(cpu0.0, cpu1.0),
+            server_cpu: delta(cpu0.1, cpu1.1),
+        })
+    })?;
+    ensure!(
+        server.messages == (warmup + n) as u64,
+        "server got {} messages",
+        server.messages
+    );
+    Ok(rate)
+}
+
+/// bulk: `reps` messages of `size` bytes, one at a time; the time from
+/// hand-over to acknowledgement of each.
+pub fn bulk(kind: Kind, setup: &Setup, size: usize, reps: usize) -> Result<Vec<Duration>> {
+    let (times, server) = run_chat(kind, setup, move |mut d| async move {
+        // Built before the clock starts; `Bytes` clones share it, so the
+        // transport gets the body without a copy, as from the stdin reader.
+        let body = Bytes::from(vec![b'b'; size]);
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            send(&d.input, body.clone()).await?;
+            times.push(d.acks.next().await?.rtt);
+        }
+        Ok(times)
+    })?;
+    ensure!(
+        server.bytes == (size * reps) as u64,
+        "server got {} bytes",
+        server.bytes
+    );
+    Ok(times)
+}
+
+/// What the head-of-line case measured.
+pub struct Hol {
+    /// RTTs of the small messages.
+    pub small: Vec<Duration>,
+    /// Small messages acknowledged before the big one was.
+    pub during: usize,
+    /// The big message's RTT.
+    pub big: Duration,
+}
+
+/// hol: one message of `big` bytes, then `n` messages of `small` bytes, one
+/// every `gap`, while the big one is in flight.
+pub fn hol(
+    kind: Kind,
+    setup: &Setup,
+    big: usize,
+    small: usize,
+    n: usize,
+    gap: Duration,
+) -> Result<Hol> {
+    let (hol, _) = run_chat(kind, setup, move |d| async move {
+        let Driver {
+            input, mut acks, ..
+        } = d;
+        send(&input, Bytes::from(vec![b'b'; big])).await?;
+        let body = Bytes::from(vec![b's'; small]);
+        let mut tick = tokio::time::interval(gap);
+        // Keep the spacing after a late tick rather than catching up in a
+        // burst: these model a person typing while a file goes out.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        for _ in 0..n {
+            tick.tick().await;
+            send(&input, body.clone()).await?;
+        }
+        let (mut small_rtts, mut during, mut big_rtt) = (Vec::with_capacity(n), 0, None);
+        for _ in 0..=n {
+            let ack = acks.next().await?;
+            if ack.id == 0 {
+                big_rtt = Some(ack.rtt);
+            } else {
+                small_rtts.push(ack.rtt);
+                if big_rtt.is_none() {
+                    during += 1;
+                }
+            }
+        }
+        Ok(Hol {
+            small: small_rtts,
+            during,
+            big: big_rtt.context("no ack for the big message")?,
+        })
+    })?;
+    Ok(hol)
+}
+
+/// connect: `warmup + n` connections one after the other, each timed from
+/// the call to `connect` until it returns a started transport (the chat is
+/// open: the client's `connected` event follows at once), then closed
+/// normally before the next.
+pub fn connect(kind: Kind, setup: &Setup, warmup: usize, n: usize) -> Result<Vec<Duration>> {
+    let (addr, _, server) = spawn_server(kind, setup, warmup + n)?;
+    let limits = setup.limits.clone();
+    let client = spawn_runtime("bench-client", move || async move {
+        // Built once, as the binary builds it before its connect loop.
+        let config = client_tls()?;
+        let mut times = Vec::with_capacity(n);
+        for i in 0..warmup + n {
+            let t0 = Instant::now();
+            let elapsed = match kind {
+                Kind::Quic => {
+                    let (t, _) = quic::connect(addr, config.clone(), &limits).await?;
+                    let elapsed = t0.elapsed();
+                    leave(t).await;
+                    elapsed
+                }
+                Kind::Tcp => {
+                    let (t, _) = tcp::connect(addr, config.clone(), &limits).await?;
+                    let elapsed = t0.elapsed();
+                    leave(t).await;
+                    elapsed
+                }
+            };
+            if i >= warmup {
+                times.push(elapsed);
+            }
+        }
+        Ok(times)
+    })?;
+    let times = client.wait(CASE_TIMEOUT)?;
+    server.wait(Duration::from_secs(30))?;
+    Ok(times)
+}
+
+/// Ends a chat from the client side as `/quit` does.
+async fn leave<T: Transport>(mut transport: T) {
+    transport
+        .close(close_code::NO_ERROR, "the client left")
+        .await;
+    transport.finish().await;
+}

@@ -1,0 +1,698 @@
+//! Hostile peers for `tests/hostile.rs`: hand-written chat/1 peers (on tokio,
+//! quinn and tokio-rustls) that break the protocol on purpose, plus checks on
+//! what the real `chat` server answers and logs.
+//!
+//! The peers are async; tests are plain `#[test]` functions that drive them
+//! with [`rt`]'s `block_on` in between the blocking [`Peer`] calls of the
+//! shared helper. The runtime is multi-threaded so that background tasks
+//! (quinn's endpoint driver, the ack readers) keep running while a test
+//! blocks on a `Peer`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use chat::codec::{Frame, FrameDecoder, put_varint};
+use chat::tls::{FingerprintVerifier, ServerTrust, client_config};
+use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::common::{Peer, TIMEOUT, Transport};
+
+/// The chat/1 ALPN.
+pub const ALPN: &[u8] = b"chat/1";
+
+/// Close and stream error codes the tests look for.
+pub const NO_ERROR: u64 = 0;
+pub const BUSY: u64 = 1;
+pub const PROTOCOL_ERROR: u64 = 2;
+
+/// A small multi-threaded runtime for one test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot build a tokio runtime")
+}
+
+/// A TLS 1.3 client configuration that accepts any server certificate with a
+/// valid handshake signature, offering `alpn` (none when empty).
+pub fn tls_client(alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut config = client_config(
+        FingerprintVerifier::new(ServerTrust::AnyValidSignature),
+        None,
+    )
+    .expect("client TLS configuration");
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    config
+}
+
+pub fn sock(addr: &str) -> SocketAddr {
+    addr.parse()
+        .unwrap_or_else(|e| panic!("not a socket address {addr:?}: {e}"))
+}
+
+/// Frame bytes of type `ty` with `payload` (the header written minimally).
+pub fn raw_frame(ty: u64, payload: &[u8]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    put_varint(&mut b, ty);
+    put_varint(&mut b, payload.len() as u64);
+    b.extend_from_slice(payload);
+    b.to_vec()
+}
+
+/// Varint bytes of `v`.
+pub fn varint(v: u64) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    put_varint(&mut b, v);
+    b.to_vec()
+}
+
+/// The bytes of one encoded frame.
+pub fn frame(f: &Frame) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    f.encode(&mut b);
+    b.to_vec()
+}
+
+/// An END frame: a complete one-frame message.
+pub fn end(id: u64, body: &[u8]) -> Vec<u8> {
+    frame(&Frame::End {
+        id,
+        chunk: Bytes::copy_from_slice(body),
+    })
+}
+
+pub fn data(id: u64, body: &[u8]) -> Vec<u8> {
+    frame(&Frame::Data {
+        id,
+        chunk: Bytes::copy_from_slice(body),
+    })
+}
+
+/// Removes ANSI escape sequences (the log formatter may colour its output).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    hay.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// Whether `text` mentions at least one of `any` (case-insensitive); an
+/// empty list matches everything.
+pub fn mentions_any(text: &str, any: &[&str]) -> bool {
+    any.is_empty() || any.iter().any(|k| contains_ci(text, k))
+}
+
+/// Waits until one line of the server's stderr contains `peer` (the hostile
+/// peer's address), `what` (case-insensitive) and one of `any`
+/// (case-insensitive); returns that line. Panics with diagnostics otherwise.
+pub fn wait_log_line(server: &mut Peer, peer: &str, what: &str, any: &[&str]) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let text = strip_ansi(&server.stderr_text());
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains(peer) && contains_ci(l, what) && mentions_any(l, any))
+        {
+            return line.to_string();
+        }
+        if Instant::now() >= deadline {
+            server.fail(&format!(
+                "stderr should have a line naming the peer {peer}, saying {what:?} and one of {any:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for the server's `connected` event for the peer at `peer`.
+pub fn wait_connected_from(server: &mut Peer, peer: &str) -> Value {
+    let p = peer.to_string();
+    server.wait_event_where(
+        "connected",
+        &format!("peer = {peer}"),
+        move |v| v["peer"].as_str() == Some(p.as_str()),
+        TIMEOUT,
+    )
+}
+
+/// Waits for the server's next `disconnected` and checks its code (`None`:
+/// no close code, a lost connection) and that its reason mentions one of
+/// `any`; returns the event.
+pub fn expect_server_disconnected(server: &mut Peer, code: Option<u64>, any: &[&str]) -> Value {
+    let d = server.wait_event("disconnected", TIMEOUT);
+    if d["code"].as_u64() != code {
+        server.fail(&format!(
+            "server's disconnected.code should be {code:?}: {d}"
+        ));
+    }
+    let reason = d["reason"].as_str().unwrap_or_default();
+    if !mentions_any(reason, any) {
+        server.fail(&format!(
+            "server's disconnected.reason should mention one of {any:?}: {d}"
+        ));
+    }
+    d
+}
+
+/// A new normal client connects, sends a message and gets its ack, receives
+/// one from the server and acks it, then leaves cleanly.
+pub fn normal_client_chats(server: &mut Peer, addr: &str, fp: &str, t: Transport) {
+    use crate::common::{await_connected, exchange, finish_client, start_client};
+    // Messages from earlier (hostile) peers carry the same ids as the new
+    // client's: set them aside so the checks below see only the new ones.
+    server.poll();
+    while server.try_wait_event("message", Duration::ZERO).is_some() {}
+    let mut client = start_client(t, addr, fp, &[]);
+    await_connected(server, &mut client, t, fp);
+    exchange(&mut client, server, 0, "hello after the hostile peer");
+    exchange(server, &mut client, 0, "and hello back");
+    finish_client(server, &mut client);
+}
+
+// ---------------------------------------------------------------------------
+// TCP
+// ---------------------------------------------------------------------------
+
+/// What reading from a hostile TCP connection gave.
+#[derive(Debug)]
+pub enum Got {
+    Frame(Frame),
+    /// The server closed its side (close_notify or FIN).
+    Eof,
+    /// The connection failed (reset, TLS error, a FIN without close_notify).
+    Error(String),
+    /// Nothing arrived in time.
+    Timeout,
+    /// The server sent bytes that are not chat/1 frames.
+    Garbage(String),
+}
+
+/// A chat/1 client over TLS over TCP that says whatever the test wants.
+pub struct HostileTcp {
+    pub stream: TlsStream<TcpStream>,
+    /// Our address as the server sees it.
+    pub local: String,
+    buf: BytesMut,
+    /// Every frame received so far (for failure messages).
+    pub seen: Vec<String>,
+}
+
+/// Connects and completes the TLS handshake with the given ALPN offer.
+pub async fn tcp_connect_tls(
+    addr: &str,
+    alpn: &[&[u8]],
+) -> Result<(TlsStream<TcpStream>, String), String> {
+    let socket = TcpStream::connect(sock(addr))
+        .await
+        .map_err(|e| format!("TCP connect: {e}"))?;
+    socket.set_nodelay(true).ok();
+    let local = socket.local_addr().map_err(|e| e.to_string())?.to_string();
+    let name = rustls::pki_types::ServerName::try_from("chat").expect("server name");
+    let stream = tokio::time::timeout(
+        TIMEOUT,
+        TlsConnector::from(Arc::new(tls_client(alpn))).connect(name, socket),
+    )
+    .await
+    .map_err(|_| format!("TLS handshake from {local} timed out"))?
+    .map_err(|e| format!("TLS handshake from {local} failed: {e}"))?;
+    Ok((stream, local))
+}
+
+impl HostileTcp {
+    /// Connects with ALPN `chat/1`; panics if the handshake fails.
+    pub async fn connect(addr: &str) -> HostileTcp {
+        let (stream, local) = tcp_connect_tls(addr, &[ALPN])
+            .await
+            .unwrap_or_else(|e| panic!("hostile TCP peer: {e}"));
+        HostileTcp {
+            stream,
+            local,
+            buf: BytesMut::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Writes raw bytes (after the handshake, so inside TLS records).
+    pub async fn send(&mut self, bytes: &[u8]) {
+        let r = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        }
+        .await;
+        if let Err(e) = r {
+            panic!(
+                "[hostile tcp {}] write of {} bytes failed: {e}; frames seen: {:?}",
+                self.local,
+                bytes.len(),
+                self.seen
+            );
+        }
+    }
+
+    /// Like [`HostileTcp::send`], but a failed write is not an error (the
+    /// server may already have closed on us).
+    pub async fn send_lenient(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+        let _ = self.stream.flush().await;
+    }
+
+    /// The next frame (PINGs included), end of stream, or an error.
+    pub async fn next(&mut self, timeout: Duration) -> Got {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match FrameDecoder.decode(&mut self.buf) {
+                Ok(Some(f)) => {
+                    self.seen.push(format!("{f:?}"));
+                    return Got::Frame(f);
+                }
+                Ok(None) => {}
+                Err(e) => return Got::Garbage(e.to_string()),
+            }
+            self.buf.reserve(16 * 1024);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return Got::Timeout,
+                Ok(Ok(0)) => return Got::Eof,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Got::Error(e.to_string()),
+            }
+        }
+    }
+
+    /// Waits for the ACK of message `id`, skipping PINGs and other acks.
+    pub async fn expect_ack(&mut self, id: u64) {
+        loop {
+            match self.next(TIMEOUT).await {
+                Got::Frame(Frame::Ack { id: got }) if got == id => return,
+                Got::Frame(Frame::Ack { .. } | Frame::Ping | Frame::Unknown { .. }) => {}
+                other => panic!(
+                    "[hostile tcp {}] expected ACK({id}), got {other:?}; frames seen: {:?}",
+                    self.local, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for acks of all of `ids`, in any order.
+    pub async fn expect_acks(&mut self, ids: impl IntoIterator<Item = u64>) {
+        let mut want: BTreeSet<u64> = ids.into_iter().collect();
+        while !want.is_empty() {
+            match self.next(TIMEOUT).await {
+                Got::Frame(Frame::Ack { id }) => {
+                    want.remove(&id);
+                }
+                Got::Frame(Frame::Ping | Frame::Unknown { .. }) => {}
+                other => panic!(
+                    "[hostile tcp {}] expected ACKs for {want:?}, got {other:?}; frames seen: {:?}",
+                    self.local, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for a CLOSE with `code`; returns its reason (lossy UTF-8).
+    /// Nothing but PINGs may come first (in particular no ACK).
+    pub async fn expect_close(&mut self, code: u64) -> String {
+        loop {
+            match self.next(TIMEOUT).await {
+                Got::Frame(Frame::Close { code: got, reason }) => {
+                    let reason = String::from_utf8_lossy(&reason).into_owned();
+                    assert_eq!(
+                        got, code,
+                        "[hostile tcp {}] CLOSE should carry code {code}, got {got} ({reason:?})",
+                        self.local
+                    );
+                    return reason;
+                }
+                Got::Frame(Frame::Ping) => {}
+                other => panic!(
+                    "[hostile tcp {}] expected CLOSE({code}), got {other:?}; frames seen: {:?}",
+                    self.local, self.seen
+                ),
+            }
+        }
+    }
+
+    /// After a CLOSE: the server ends the stream (no more frames).
+    pub async fn expect_end(&mut self) {
+        loop {
+            match self.next(TIMEOUT).await {
+                Got::Eof | Got::Error(_) => return,
+                Got::Frame(Frame::Ping) => {}
+                other => panic!(
+                    "[hostile tcp {}] expected the end of the stream, got {other:?}; frames seen: {:?}",
+                    self.local, self.seen
+                ),
+            }
+        }
+    }
+
+    /// Ends the chat politely: CLOSE(NO_ERROR), close_notify, then waits for
+    /// the server to close its side.
+    pub async fn close_politely(mut self) {
+        self.send(&frame(&Frame::Close {
+            code: NO_ERROR,
+            reason: Bytes::from_static(b"bye"),
+        }))
+        .await;
+        let _ = self.stream.shutdown().await;
+        loop {
+            match self.next(TIMEOUT).await {
+                Got::Eof | Got::Error(_) => return,
+                Got::Frame(Frame::Ping | Frame::Ack { .. } | Frame::Unknown { .. }) => {}
+                other => panic!(
+                    "[hostile tcp {}] after our CLOSE expected the end of the stream, got {other:?}",
+                    self.local
+                ),
+            }
+        }
+    }
+}
+
+/// Reads a raw TCP stream until the server closes it (EOF or error);
+/// returns the bytes read, or `None` if it was still open after `timeout`.
+pub async fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(timeout, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    r.ok().map(|()| got)
+}
+
+// ---------------------------------------------------------------------------
+// QUIC
+// ---------------------------------------------------------------------------
+
+/// What came in on the server's streams to a hostile QUIC peer.
+#[derive(Debug)]
+pub enum FromServer {
+    /// A frame on the server's control stream.
+    Control(Frame),
+    /// Something that should not happen (a bad stream, a bad frame).
+    Odd(String),
+}
+
+/// A chat/1 client over QUIC that does whatever the test wants.
+pub struct HostileQuic {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    /// Our address as the server sees it.
+    pub local: String,
+    /// Our control stream, once opened. Kept alive on purpose: dropping a
+    /// quinn `SendStream` finishes it, which is a protocol error here.
+    pub control: Option<SendStream>,
+    from_server: mpsc::UnboundedReceiver<FromServer>,
+    acked: BTreeSet<u64>,
+    pub seen: Vec<String>,
+}
+
+/// A client endpoint on loopback.
+pub fn quic_endpoint() -> quinn::Endpoint {
+    quinn::Endpoint::client(sock("127.0.0.1:0")).expect("bind a UDP socket")
+}
+
+/// The QUIC client configuration of a hostile peer offering `alpn`.
+pub fn quic_client_config(alpn: &[&[u8]]) -> quinn::ClientConfig {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls_client(alpn))
+        .expect("TLS configuration usable for QUIC");
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(60)).expect("idle timeout"),
+        ))
+        .keep_alive_interval(Some(Duration::from_secs(2)));
+    config.transport_config(Arc::new(transport));
+    config
+}
+
+/// Connects with the given ALPN offer; the handshake's outcome.
+pub async fn quic_connect(
+    endpoint: &quinn::Endpoint,
+    addr: &str,
+    alpn: &[&[u8]],
+) -> Result<quinn::Connection, String> {
+    let connecting = endpoint
+        .connect_with(quic_client_config(alpn), sock(addr), "chat")
+        .map_err(|e| format!("connect: {e}"))?;
+    match tokio::time::timeout(TIMEOUT, connecting).await {
+        Err(_) => Err("QUIC handshake timed out".into()),
+        Ok(Err(e)) => Err(format!("QUIC handshake failed: {e}")),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+/// Reads the server's unidirectional streams: its control stream's frames
+/// go to `tx`; message streams (the server sends none in these tests) are
+/// drained.
+async fn read_server_streams(conn: quinn::Connection, tx: mpsc::UnboundedSender<FromServer>) {
+    while let Ok(stream) = conn.accept_uni().await {
+        tokio::spawn(read_server_stream(stream, tx.clone()));
+    }
+}
+
+async fn read_server_stream(mut stream: RecvStream, tx: mpsc::UnboundedSender<FromServer>) {
+    let mut buf = BytesMut::new();
+    let mut ty = None;
+    loop {
+        if ty.is_none()
+            && let Some((v, n)) = chat::codec::peek_varint(&buf)
+        {
+            let _ = buf.split_to(n);
+            ty = Some(v);
+            if v != 0 {
+                // A message from the server: not expected, just drained.
+                let _ = tx.send(FromServer::Odd(format!("server stream of type {v:#x}")));
+            }
+        }
+        if ty == Some(0) {
+            loop {
+                match FrameDecoder.decode(&mut buf) {
+                    Ok(Some(f)) => {
+                        let _ = tx.send(FromServer::Control(f));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(FromServer::Odd(format!(
+                            "bad frame on the server's control stream: {e}"
+                        )));
+                        return;
+                    }
+                }
+            }
+        } else if ty.is_some() {
+            buf.clear();
+        }
+        match stream.read_chunk(64 * 1024, true).await {
+            Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+            Ok(None) => {
+                if ty == Some(0) {
+                    let _ = tx.send(FromServer::Odd(
+                        "the server finished its control stream".into(),
+                    ));
+                }
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+impl HostileQuic {
+    /// Connects with ALPN `chat/1` (panics if that fails) and starts reading
+    /// the server's streams. Opens no stream of its own.
+    pub async fn connect(addr: &str) -> HostileQuic {
+        let endpoint = quic_endpoint();
+        let local = endpoint.local_addr().expect("local address").to_string();
+        let conn = quic_connect(&endpoint, addr, &[ALPN])
+            .await
+            .unwrap_or_else(|e| panic!("hostile QUIC peer {local}: {e}"));
+        let (tx, from_server) = mpsc::unbounded_channel();
+        tokio::spawn(read_server_streams(conn.clone(), tx));
+        HostileQuic {
+            endpoint,
+            conn,
+            local,
+            control: None,
+            from_server,
+            acked: BTreeSet::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Connects and opens a proper control stream.
+    pub async fn connect_with_control(addr: &str) -> HostileQuic {
+        let mut h = HostileQuic::connect(addr).await;
+        h.control = Some(h.open_control().await);
+        h
+    }
+
+    /// Opens a unidirectional stream and writes `first` on it.
+    pub async fn open_uni_with(&self, first: &[u8]) -> SendStream {
+        let mut s = tokio::time::timeout(TIMEOUT, self.conn.open_uni())
+            .await
+            .unwrap_or_else(|_| panic!("[hostile quic {}] no stream credit in time", self.local))
+            .unwrap_or_else(|e| panic!("[hostile quic {}] open_uni: {e}", self.local));
+        if !first.is_empty() {
+            s.write_all(first)
+                .await
+                .unwrap_or_else(|e| panic!("[hostile quic {}] write: {e}", self.local));
+        }
+        s
+    }
+
+    /// Opens a control stream (type 0x00) and returns it.
+    pub async fn open_control(&self) -> SendStream {
+        self.open_uni_with(&varint(0)).await
+    }
+
+    /// Writes raw bytes on our control stream.
+    pub async fn control_write(&mut self, bytes: &[u8]) {
+        let local = self.local.clone();
+        let s = self.control.as_mut().expect("control stream opened");
+        s.write_all(bytes)
+            .await
+            .unwrap_or_else(|e| panic!("[hostile quic {local}] control write: {e}"));
+    }
+
+    /// Sends message `id` on a new stream: `01`, the id, the body, FIN.
+    pub async fn send_message(&self, id: u64, body: &[u8]) {
+        let mut head = varint(1);
+        head.extend(varint(id));
+        head.extend_from_slice(body);
+        let mut s = self.open_uni_with(&head).await;
+        s.finish()
+            .unwrap_or_else(|e| panic!("[hostile quic {}] finish: {e}", self.local));
+    }
+
+    /// Waits until every id in `ids` has been acked on the server's control
+    /// stream (acks may come in any order).
+    pub async fn expect_acks(&mut self, ids: impl IntoIterator<Item = u64>, timeout: Duration) {
+        let want: BTreeSet<u64> = ids.into_iter().collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !want.is_subset(&self.acked) {
+            let got = tokio::select! {
+                m = self.from_server.recv() => m,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let missing: Vec<_> = want.difference(&self.acked).take(20).collect();
+                    panic!(
+                        "[hostile quic {}] timed out after {timeout:?}: {} of {} acks missing (first: {missing:?}); \
+                         connection: {:?}; seen: {:?}",
+                        self.local,
+                        want.difference(&self.acked).count(),
+                        want.len(),
+                        self.conn.close_reason(),
+                        self.seen.iter().rev().take(20).collect::<Vec<_>>()
+                    );
+                }
+            };
+            match got {
+                Some(FromServer::Control(Frame::Ack { id })) => {
+                    self.acked.insert(id);
+                }
+                Some(FromServer::Control(f)) => {
+                    self.seen.push(format!("{f:?}"));
+                    if !matches!(f, Frame::Unknown { .. } | Frame::Ping) {
+                        panic!(
+                            "[hostile quic {}] unexpected frame on the server's control stream: {f:?}",
+                            self.local
+                        );
+                    }
+                }
+                Some(FromServer::Odd(what)) => {
+                    panic!("[hostile quic {}] {what}", self.local)
+                }
+                None => panic!(
+                    "[hostile quic {}] the server's streams ended before the acks; connection: {:?}",
+                    self.local,
+                    self.conn.close_reason()
+                ),
+            }
+        }
+    }
+
+    pub async fn expect_ack(&mut self, id: u64) {
+        self.expect_acks([id], TIMEOUT).await
+    }
+
+    /// Waits (up to `timeout`) for the server to close the connection with
+    /// `code`; returns the reason phrase.
+    pub async fn expect_closed(&self, code: u64, timeout: Duration) -> String {
+        let err = tokio::time::timeout(timeout, self.conn.closed())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "[hostile quic {}] the server did not close the connection within {timeout:?}",
+                    self.local
+                )
+            });
+        match err {
+            ConnectionError::ApplicationClosed(c) => {
+                let reason = String::from_utf8_lossy(&c.reason).into_owned();
+                assert_eq!(
+                    c.error_code.into_inner(),
+                    code,
+                    "[hostile quic {}] CONNECTION_CLOSE should carry code {code}; reason {reason:?}",
+                    self.local
+                );
+                reason
+            }
+            other => panic!(
+                "[hostile quic {}] expected an application close with code {code}, got: {other}",
+                self.local
+            ),
+        }
+    }
+
+    /// The connection is still open.
+    pub fn assert_open(&self) {
+        if let Some(e) = self.conn.close_reason() {
+            panic!(
+                "[hostile quic {}] connection should still be open, but: {e}",
+                self.local
+            );
+        }
+    }
+
+    /// Ends the chat with NO_ERROR and lets the CONNECTION_CLOSE leave.
+    pub async fn close_politely(self) {
+        self.conn.close(VarInt::from_u32(0), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+    }
+}
