@@ -131,6 +131,15 @@ impl<W: Write + Send> PlainOutput<W> {
     }
 }
 
+/// A REJECT code in words, for people.
+pub fn reject_kind(code: u64) -> &'static str {
+    match code {
+        reject_code::TOO_LARGE => "too large",
+        reject_code::REFUSED => "refused",
+        _ => "rejected",
+    }
+}
+
 pub fn format_rtt(rtt: Duration) -> String {
     let ms = rtt.as_secs_f64() * 1000.0;
     if ms < 10.0 {
@@ -175,11 +184,7 @@ impl<W: Write + Send> Output for PlainOutput<W> {
     }
 
     fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
-        let what = match code {
-            reject_code::TOO_LARGE => "too large",
-            reject_code::REFUSED => "refused",
-            _ => "rejected",
-        };
+        let what = reject_kind(code);
         self.line(&format!(
             "✗ #{id} rejected: {what} ({})",
             sanitize_line(reason)

@@ -27,9 +27,9 @@ use tokio::sync::mpsc;
 
 use crate::identity::Fingerprint;
 use crate::input::UserInput;
-use crate::output::{Output, format_rtt};
+use crate::output::{Output, format_rtt, reject_kind};
 use crate::render::{sanitize, sanitize_line};
-use crate::transport::{Disconnect, MessageId, close_code, reject_code};
+use crate::transport::{Disconnect, MessageId, close_code};
 
 /// Lines waiting to be printed above the prompt before writers wait.
 const PRINT_QUEUE: usize = 4096;
@@ -372,11 +372,7 @@ impl Output for TerminalOutput {
 
     fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
         let what = self.pending.remove(&id).unwrap_or_default();
-        let kind = match code {
-            reject_code::TOO_LARGE => "too large",
-            reject_code::REFUSED => "refused",
-            _ => "rejected",
-        };
+        let kind = reject_kind(code);
         self.line(
             BAD,
             &format!(
