@@ -27,3 +27,4 @@ pub mod session;
 pub mod terminal;
 pub mod tls;
 pub mod transport;
+pub mod tty;

@@ -43,15 +43,18 @@ fn main() -> ExitCode {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build();
-            match runtime {
-                Ok(rt) => report(rt.block_on(chat(mode, &cli)), cli.chat.json),
-                Err(e) => report(Err(e).context("cannot start the runtime"), cli.chat.json),
+            let result = match runtime {
+                Ok(rt) => rt.block_on(chat(mode, &cli)),
+                Err(e) => Err(e).context("cannot start the runtime"),
+            };
+            // The terminal first, so that an error is printed in cooked
+            // mode below the transcript, not through the line editor.
+            if !cli.chat.json && terminal::is_interactive() {
+                terminal::finish();
             }
+            report(result, cli.chat.json)
         }
     };
-    if cli.command.is_none() && !cli.chat.json && terminal::is_interactive() {
-        terminal::finish();
-    }
     ExitCode::from(status)
 }
 

@@ -14,8 +14,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::sync::mpsc::SyncSender;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,17 +48,38 @@ commands:
 keys: Enter sends; Alt-Enter starts a new line; a paste is sent as one message;
       Up/Down recall earlier lines; Ctrl-A/E/U/W/K and friends edit as in a shell";
 
-/// The printer channel, once the terminal is up: logs use it too, so that
-/// they never break the line being typed.
-static PRINTER: OnceLock<SyncSender<String>> = OnceLock::new();
+/// The screen, once the terminal front end is up: everything printed above
+/// the prompt (chat lines, logs, notices) goes through its queue.
+static SCREEN: OnceLock<Screen> = OnceLock::new();
+
+struct Screen {
+    queue: SyncSender<Print>,
+    /// Set by [`finish`]: from then on logs go to stderr again.
+    closed: AtomicBool,
+    /// Receives once the editor thread has stopped.
+    editor_done: Mutex<Option<Receiver<()>>>,
+}
+
+/// One item on the screen's queue.
+enum Print {
+    Line(String),
+    /// Print everything queued before this, then stop the editor.
+    Stop,
+}
+
+/// Queues a line for the screen; false once the screen is closed.
+fn print(line: String) -> bool {
+    match SCREEN.get() {
+        Some(s) if !s.closed.load(Ordering::Acquire) => s.queue.try_send(Print::Line(line)).is_ok(),
+        _ => false,
+    }
+}
 
 /// Shows a status line above the prompt when the terminal front end is up
 /// (for events outside the open chat, such as a client turned away); a no-op
 /// otherwise, where the log line suffices.
 pub fn notice(text: &str) {
-    if let Some(p) = PRINTER.get() {
-        let _ = p.try_send(format!("{} {text}", clock()));
-    }
+    print(stamped(text));
 }
 
 /// Whether standard input and output are both terminals.
@@ -74,87 +96,182 @@ fn use_colour() -> bool {
 /// Starts the line editor. `ctrl_d_quits`: at an empty line, Ctrl-D leaves
 /// (server) rather than ending input (client, which then waits for its
 /// acknowledgements before leaving).
+///
+/// Three parts: the editor thread (reedline blocks while reading); a
+/// forwarder thread that hands queued lines to the editor in batches; and
+/// [`TerminalOutput`], which queues lines. The hand-over is a rendezvous:
+/// when the forwarder's send returns, the editor has taken the batch and
+/// prints it before it next looks at the stop signal. That is what lets
+/// [`finish`] stop the editor only after the last line is on the screen,
+/// and only while it is waiting for keys, never in the middle of asking the
+/// terminal where the cursor is (whose answer would otherwise be left for
+/// the shell to read).
 pub fn start(ctrl_d_quits: bool) -> (mpsc::Receiver<UserInput>, TerminalOutput) {
-    let printer = ExternalPrinter::<String>::new(PRINT_QUEUE);
-    let sender = printer.sender();
-    let _ = PRINTER.set(sender.clone());
+    if let Err(e) = crate::tty::enter() {
+        tracing::warn!("cannot put the terminal in raw mode: {e}");
+    }
+    install_panic_restore();
+    let (queue, lines) = sync_channel(PRINT_QUEUE);
+    let (done_tx, done_rx) = sync_channel(1);
+    let _ = SCREEN.set(Screen {
+        queue: queue.clone(),
+        closed: AtomicBool::new(false),
+        editor_done: Mutex::new(Some(done_rx)),
+    });
+    let printer = ExternalPrinter::<String>::new(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let to_editor = printer.sender();
+    let stop_editor = Arc::clone(&stop);
+    std::thread::spawn(move || forward(&lines, &to_editor, &stop_editor));
+
     let (tx, rx) = mpsc::channel(64);
     let colour = use_colour();
-    install_panic_restore();
-    let print = sender.clone();
     std::thread::spawn(move || {
-        let history = FileBackedHistory::new(1000).ok().map(|h| Box::new(h) as _);
-        let mut editor = Reedline::create()
-            .use_bracketed_paste(true)
-            .with_external_printer(printer)
-            .with_poll_interval(Duration::from_millis(10))
-            .with_ansi_colors(colour)
-            .with_transient_prompt(Box::new(ChatPrompt { transient: true }));
-        if let Some(h) = history {
-            editor = editor.with_history(h);
-        }
-        let prompt = ChatPrompt { transient: false };
-        loop {
-            let input = match editor.read_line(&prompt) {
-                Ok(Signal::Success(line)) => match command(&line) {
-                    Command::Send(body) => UserInput::Message(body),
-                    Command::Help => {
-                        let _ = print.send(HELP.to_string());
-                        continue;
-                    }
-                    Command::Stats => UserInput::Stats,
-                    Command::Quit => UserInput::Quit,
-                    Command::Unknown(cmd) => {
-                        let _ = print.send(format!(
-                            "unknown command {}; /help lists them, // sends a line starting with /",
-                            sanitize_line(&cmd)
-                        ));
-                        continue;
-                    }
-                },
-                Ok(Signal::CtrlC) => UserInput::Quit,
-                Ok(Signal::CtrlD) if ctrl_d_quits => UserInput::Quit,
-                Ok(Signal::CtrlD) => UserInput::End,
-                Ok(_) => continue,
-                Err(e) => UserInput::Invalid(format!("terminal error: {e}")),
-            };
-            // Keep the editor running after Ctrl-D or /quit: while the chat
-            // winds down (waiting for acknowledgements, closing), its lines
-            // are still printed above the prompt.
-            let failed = matches!(input, UserInput::Invalid(_));
-            if tx.blocking_send(input).is_err() || failed {
-                break;
-            }
-        }
+        edit(printer, stop, colour, ctrl_d_quits, &tx);
+        let _ = done_tx.send(());
     });
     (
         rx,
         TerminalOutput {
-            print: sender,
+            print: queue,
             colour,
             pending: HashMap::new(),
         },
     )
 }
 
-/// Called once before the process exits: lets the editor print the last
-/// lines queued for it (it picks them up every poll interval, 10 ms), then
-/// restores the terminal.
-pub fn finish() {
-    if PRINTER.get().is_some() {
-        std::thread::sleep(Duration::from_millis(50));
-        restore();
+/// The forwarder: moves queued lines to the editor, all that are waiting as
+/// one batch, until told to stop.
+fn forward(lines: &Receiver<Print>, to_editor: &SyncSender<String>, stop: &AtomicBool) {
+    while let Ok(first) = lines.recv() {
+        let mut batch = String::new();
+        let mut stopping = false;
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
+                Print::Line(line) => {
+                    if !batch.is_empty() {
+                        batch.push('\n');
+                    }
+                    batch.push_str(&line);
+                }
+                Print::Stop => {
+                    stopping = true;
+                    break;
+                }
+            }
+            next = lines.try_recv().ok();
+        }
+        // Blocks until the editor takes the batch; fails once it is gone.
+        if !batch.is_empty() && to_editor.send(batch).is_err() {
+            return;
+        }
+        if stopping {
+            stop.store(true, Ordering::Release);
+            return;
+        }
     }
 }
 
-/// Puts the terminal back as it was (cooked mode, no bracketed paste). The
-/// editor does this itself when it returns; this covers exits while it is
-/// still reading, and panics.
-pub fn restore() {
-    let _ = crossterm::terminal::disable_raw_mode();
+/// The editor thread: reads lines until the chat stops it.
+fn edit(
+    printer: ExternalPrinter<String>,
+    stop: Arc<AtomicBool>,
+    colour: bool,
+    ctrl_d_quits: bool,
+    tx: &mpsc::Sender<UserInput>,
+) {
+    let history = FileBackedHistory::new(1000).ok().map(|h| Box::new(h) as _);
+    // Bracketed paste is left to the tty module, which keeps it on between
+    // lines too; reedline understands paste events either way.
+    let mut editor = Reedline::create()
+        .use_bracketed_paste(false)
+        .with_external_printer(printer)
+        .with_break_signal(Arc::clone(&stop))
+        .with_poll_interval(Duration::from_millis(10))
+        .with_ansi_colors(colour)
+        .with_transient_prompt(Box::new(ChatPrompt { transient: true }));
+    if let Some(h) = history {
+        editor = editor.with_history(h);
+    }
+    let prompt = ChatPrompt { transient: false };
+    // The stop signal is also checked here because reedline looks at it only
+    // while reading: a stop that comes between two lines waits here.
+    while !stop.load(Ordering::Acquire) {
+        let input = match editor.read_line(&prompt) {
+            Ok(Signal::Success(line)) => match command(&line) {
+                Command::Send(body) => UserInput::Message(body),
+                Command::Help => {
+                    print(stamped(HELP));
+                    continue;
+                }
+                Command::Stats => UserInput::Stats,
+                Command::Quit => UserInput::Quit,
+                Command::Unknown(cmd) => {
+                    print(stamped(&format!(
+                        "unknown command {}; /help lists them, // sends a line starting with /",
+                        sanitize_line(&cmd)
+                    )));
+                    continue;
+                }
+            },
+            Ok(Signal::ExternalBreak(_)) => return,
+            Ok(Signal::CtrlC) => UserInput::Quit,
+            Ok(Signal::CtrlD) if ctrl_d_quits => UserInput::Quit,
+            Ok(Signal::CtrlD) => UserInput::End,
+            Ok(_) => continue,
+            Err(e) => UserInput::Invalid(format!("terminal error: {e}")),
+        };
+        // Keep the editor running after Ctrl-D or /quit: while the chat
+        // winds down (waiting for acknowledgements, closing), its lines
+        // are still printed above the prompt.
+        let failed = matches!(input, UserInput::Invalid(_));
+        if tx.blocking_send(input).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// How long [`finish`] waits for the editor to print the last lines and
+/// stop; it only runs out if the editor is stuck.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
+
+/// Called once before the process exits: prints the lines still queued,
+/// stops the editor, clears the input line and restores the terminal.
+pub fn finish() {
+    let Some(screen) = SCREEN.get() else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + FINISH_WAIT;
+    let mut stop = Print::Stop;
+    loop {
+        match screen.queue.try_send(stop) {
+            Ok(()) => break,
+            Err(TrySendError::Full(again)) if std::time::Instant::now() < deadline => {
+                stop = again;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => break,
+        }
+    }
+    let done = screen.editor_done.lock().ok().and_then(|mut d| d.take());
+    if let Some(done) = done {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let _ = done.recv_timeout(left);
+    }
+    screen.closed.store(true, Ordering::Release);
+    // The editor leaves the input line (prompt and anything typed but not
+    // sent) on the screen; the transcript ends with the last status line.
     let mut out = std::io::stdout();
-    let _ = out.write_all(b"\x1b[?2004l\r\n");
+    let _ = out.write_all(b"\r\x1b[J");
     let _ = out.flush();
+    crate::tty::restore();
+}
+
+/// Puts the terminal back as it was (cooked mode, no bracketed paste), for
+/// exits that do not go through [`finish`]: panics.
+pub fn restore() {
+    crate::tty::restore();
 }
 
 fn install_panic_restore() {
@@ -228,6 +345,11 @@ fn clock() -> String {
     chrono::Local::now().format("%H:%M:%S").to_string()
 }
 
+/// Text with the time in front, later lines indented under the first.
+fn stamped(text: &str) -> String {
+    format!("{} {}", clock(), text.replace('\n', "\n         "))
+}
+
 /// A log writer that prints through the terminal once it is up, so a log
 /// line never breaks the line being typed; stderr otherwise.
 pub struct LogWriter {
@@ -257,13 +379,11 @@ impl Write for LogWriter {
             return Ok(());
         }
         let text = std::mem::take(&mut self.buf);
-        match PRINTER.get() {
-            Some(p) => {
-                let line = String::from_utf8_lossy(&text);
-                let _ = p.try_send(line.trim_end().to_string());
-                Ok(())
-            }
-            None => std::io::stderr().write_all(&text),
+        let line = String::from_utf8_lossy(&text).trim_end().to_string();
+        if print(line) {
+            Ok(())
+        } else {
+            std::io::stderr().write_all(&text)
         }
     }
 }
@@ -276,7 +396,7 @@ impl Drop for LogWriter {
 
 /// Output for a person at a terminal: timestamped lines above the prompt.
 pub struct TerminalOutput {
-    print: SyncSender<String>,
+    print: SyncSender<Print>,
     colour: bool,
     /// Sent and not yet confirmed: id → a short preview, so that a
     /// confirmation says which message it confirms.
@@ -297,7 +417,8 @@ impl TerminalOutput {
         } else {
             format!("{} {text}", clock())
         };
-        let _ = self.print.send(line);
+        // Waits when the screen is behind: a line is never dropped.
+        let _ = self.print.send(Print::Line(line));
     }
 }
 

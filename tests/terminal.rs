@@ -42,76 +42,69 @@ fn emulator_sees_what_the_tests_look_for() {
     assert_eq!(p.screen().contents(), "");
 }
 
-/// Known bug (hence ignored; run with `--ignored`): between two lines the
-/// line editor (reedline's `read_line` returning, then being called again)
-/// puts the terminal back in cooked mode for a moment. Keys typed in that
-/// moment are handled by the tty driver instead: echoed onto the screen
-/// outside the input line, and a Ctrl-D is taken as end-of-file and lost.
-/// This catches the moment by polling the terminal's mode after Enter.
+/// Between two lines the terminal stays in raw mode. (It used to go back to
+/// cooked mode for a moment after each Enter, as the line editor left and
+/// re-entered raw mode: keys typed then were echoed by the tty driver
+/// outside the input line, and a Ctrl-D was taken as end-of-file and lost.)
+/// The mode is sampled continuously while lines are submitted; then keys
+/// typed in the same burst as an Enter must show once, on the input row,
+/// and a Ctrl-D right after an Enter must still end the chat.
 #[test]
-#[ignore = "binary bug: the terminal is in cooked mode between two input lines"]
 fn keys_typed_between_two_lines_are_neither_lost_nor_echoed() {
-    /// Types `line` and Enter; then, as soon as the terminal is seen in
-    /// canonical mode (within 300 ms), types `keys`. Whether it was seen.
-    fn type_in_the_gap(p: &mut PtyPeer, line: &str, keys: &str) -> bool {
-        p.type_keys(&format!("{line}\r"));
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_millis(300) {
-            if p.termios().c_lflag & libc::ICANON != 0 {
-                p.type_keys(keys);
-                return true;
-            }
-        }
-        false
-    }
     let TerminalClient {
         mut server,
         mut client,
         ..
     } = terminal_client(Transport::Tcp);
     let mut sent = 0;
-    // Typed ahead: shown once, on the input row, never echoed elsewhere.
-    for i in 0..100 {
+    let mut samples = 0u32;
+    for i in 0..20 {
+        client.type_keys(&format!("mode probe {i}\r"));
         sent += 1;
-        if type_in_the_gap(&mut client, &format!("echo probe {i}"), "ahead") {
-            wait_input_line(&mut client, "ahead");
-            std::thread::sleep(QUIET);
-            let screen = client.screen();
-            let rows = screen.rows.iter().filter(|r| r.contains("ahead")).count();
-            if rows != 1 {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(150) {
+            samples += 1;
+            if client.termios().c_lflag & libc::ICANON != 0 {
                 client.fail(&format!(
-                    "keys typed just after Enter should appear once, on the input row; \
-                     they are on {rows} rows"
+                    "the terminal was in cooked mode {:?} after Enter (line {i})",
+                    start.elapsed()
                 ));
             }
-            client.type_keys("\x15");
-            wait_input_line(&mut client, "");
-            break;
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    // A Ctrl-D typed just after Enter still ends the chat.
-    for i in 0..100 {
-        sent += 1;
-        if type_in_the_gap(&mut client, &format!("ctrl-d probe {i}"), "\x04") {
-            client.expect_exit_code(0, TIMEOUT);
-            server.collect_events("message", sent, TIMEOUT);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    assert!(samples > 100, "only {samples} samples of the terminal mode");
+    // Typed ahead in the same burst as Enter: shown once, on the input row.
+    client.type_keys("the line before\rzqx");
+    sent += 1;
+    wait_input_line(&mut client, "zqx");
+    std::thread::sleep(QUIET);
+    let screen = client.screen();
+    let rows = screen.rows.iter().filter(|r| r.contains("zqx")).count();
+    if rows != 1 {
+        client.fail(&format!(
+            "keys typed just after Enter should appear once, on the input row; \
+             `zqx` is on {rows} rows"
+        ));
     }
+    client.type_keys("\x15");
+    wait_input_line(&mut client, "");
+    // A Ctrl-D in the same burst as Enter still ends the chat, after the
+    // line before it is sent and confirmed.
+    client.type_keys("last line\r\x04");
+    sent += 1;
+    client.expect_exit_code(0, TIMEOUT);
+    server.collect_events("message", sent, TIMEOUT);
 }
 
-/// Known bug (hence ignored; run with `--ignored`), seen on a loaded
-/// machine: when the client leaves (Ctrl-D), its last status line
-/// (`you left the chat (NO_ERROR)`) can be lost, because the process gives
-/// the editor thread a fixed 50 ms to print it before exiting; and the line
-/// editor, started again for the next line, asks the terminal for the cursor
-/// position just before the process restores cooked mode and exits, so the
-/// terminal's answer (`ESC [ 6 ; 1 R`) is echoed as `^[[6;1R` and left in the
-/// input of the shell. Busy threads load the machine while clients leave.
+/// When a client leaves on a loaded machine, its last status line
+/// (`you left the chat (NO_ERROR)`) is on the screen and nothing the
+/// terminal answered is left behind. (It used to lose that line, as the
+/// process gave the editor thread a fixed 50 ms to print it; and the editor,
+/// started again for the next line, could ask the terminal for the cursor
+/// position just before the process restored cooked mode and exited, so the
+/// answer (`ESC [ 6 ; 1 R`) was echoed as `^[[6;1R` and left for the
+/// shell.) Busy threads load the machine while clients leave.
 #[test]
-#[ignore = "binary bug: last lines lost and a cursor report echoed when leaving under load"]
 fn leaving_shows_the_last_lines_and_leaves_no_garbage() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,8 +186,7 @@ fn wait_input_line(p: &mut PtyPeer, text: &str) -> Screen {
 
 /// Types `line` and Enter, then waits until the editor shows it as sent
 /// (`HH:MM:SS you: line`) and is reading the next line (an empty input row
-/// below it). Keys typed before that may be lost: see
-/// [`keys_typed_between_two_lines_are_neither_lost_nor_echoed`].
+/// below it).
 fn submit(p: &mut PtyPeer, line: &str) {
     p.type_keys(&format!("{line}\r"));
     let sent = format!("you: {line}");
