@@ -10,7 +10,7 @@ use std::io::BufRead;
 
 use base64::Engine;
 use bytes::Bytes;
-use serde_json::Value;
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 /// One thing the user did.
@@ -70,23 +70,31 @@ pub fn parse_line(line: &[u8], json: bool) -> UserInput {
     }
 }
 
+/// One input line in JSON mode. Parsed straight into owned strings, so a
+/// large message's text is not copied again on its way to the transport.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputLine {
+    text: Option<String>,
+    base64: Option<String>,
+}
+
 fn parse_json(line: &[u8]) -> Result<Bytes, String> {
     const EXPECTED: &str = r#"expected {"text": "..."} or {"base64": "..."}"#;
-    let value: Value =
-        serde_json::from_slice(line).map_err(|e| format!("input is not JSON ({e}); {EXPECTED}"))?;
-    let Value::Object(obj) = value else {
-        return Err(format!("input is not a JSON object; {EXPECTED}"));
-    };
-    if obj.len() != 1 {
-        return Err(format!("input must have exactly one key; {EXPECTED}"));
-    }
-    match (obj.get("text"), obj.get("base64")) {
-        (Some(Value::String(text)), None) => Ok(Bytes::from(text.clone().into_bytes())),
-        (None, Some(Value::String(b64))) => base64::engine::general_purpose::STANDARD
+    let input: InputLine = serde_json::from_slice(line).map_err(|e| {
+        if e.is_data() {
+            format!("input is not a message ({e}); {EXPECTED}")
+        } else {
+            format!("input is not JSON ({e}); {EXPECTED}")
+        }
+    })?;
+    match (input.text, input.base64) {
+        (Some(text), None) => Ok(Bytes::from(text.into_bytes())),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map(Bytes::from)
             .map_err(|e| format!("invalid base64 ({e})")),
-        _ => Err(EXPECTED.to_string()),
+        _ => Err(format!("input must have exactly one key; {EXPECTED}")),
     }
 }
 
@@ -135,6 +143,9 @@ mod tests {
             br#"{"text":1}"#,
             br#"{"base64":"!!"}"#,
             br#"{"text":"a","base64":""}"#,
+            br#"{"text":"a","other":1}"#,
+            br#"{}"#,
+            br#"{"text":null}"#,
             b"",
         ] {
             assert!(

@@ -14,6 +14,7 @@
 //!   command line.
 
 pub mod allow;
+pub mod body;
 pub mod cli;
 pub mod client;
 pub mod codec;

@@ -5,13 +5,15 @@
 //! anything itself, so the terminal front end can be replaced without
 //! touching the chat logic.
 
-use std::io::Write;
+use std::fmt::Display;
+use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
+use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
+use crate::body::Body;
 use crate::identity::Fingerprint;
 use crate::render::{sanitize, sanitize_line};
 use crate::transport::{Disconnect, MessageId, close_code, reject_code};
@@ -30,23 +32,30 @@ pub trait Output: Send {
     fn sent(&mut self, id: MessageId, body: &[u8]);
     fn ack(&mut self, id: MessageId, rtt: Duration);
     fn rejected(&mut self, id: MessageId, code: u64, reason: &str);
-    fn message(&mut self, id: MessageId, body: &[u8]);
+    fn message(&mut self, id: MessageId, body: &Body);
     fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]);
     fn error(&mut self, message: &str);
     /// A status line for people (plain mode only; JSON has no such event).
     fn info(&mut self, message: &str);
+    /// Writes out what the per-message events (`sent`, `ack`, `rejected`,
+    /// `message`) left buffered. The session calls it whenever it has
+    /// nothing else to do, so a burst of messages costs one write, not one
+    /// per event, and a lone event is not held back. Other events are
+    /// written at once.
+    fn flush(&mut self) {}
 }
+
+/// Output buffer for stdout: large enough that a burst of events goes out
+/// in a few writes.
+const STDOUT_BUFFER: usize = 64 * 1024;
 
 /// Creates the output for the chosen mode, writing to stdout.
 pub fn stdout(json: bool) -> Box<dyn Output> {
+    let out = BufWriter::with_capacity(STDOUT_BUFFER, std::io::stdout());
     if json {
-        Box::new(JsonOutput {
-            out: std::io::stdout(),
-        })
+        Box::new(JsonOutput { out })
     } else {
-        Box::new(PlainOutput {
-            out: std::io::stdout(),
-        })
+        Box::new(PlainOutput { out })
     }
 }
 
@@ -55,11 +64,67 @@ pub struct JsonOutput<W> {
     pub out: W,
 }
 
+/// The per-message events are plain structs rather than `json!` values:
+/// they are written for every message, and a `Value` costs a map and a
+/// string per key each time.
+#[derive(Serialize)]
+struct SentEvent {
+    event: &'static str,
+    id: MessageId,
+    bytes: usize,
+}
+
+#[derive(Serialize)]
+struct AckEvent {
+    event: &'static str,
+    id: MessageId,
+    rtt_us: u64,
+}
+
+#[derive(Serialize)]
+struct RejectedEvent<'a> {
+    event: &'static str,
+    id: MessageId,
+    code: u64,
+    reason: &'a str,
+}
+
+/// How a `message` event is written: the body is escaped (or base64
+/// encoded) straight from its chunks into the writer, never copied whole.
+#[derive(Serialize)]
+struct MessageEvent<'a> {
+    event: &'static str,
+    id: MessageId,
+    bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<Streamed<crate::body::Text<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base64: Option<Streamed<crate::body::Base64<'a>>>,
+}
+
+/// Serializes as a JSON string by streaming its `Display` output.
+struct Streamed<T>(T);
+
+impl<T: Display> Serialize for Streamed<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
 impl<W: Write + Send> JsonOutput<W> {
+    /// Writes one event line and flushes it.
     fn emit(&mut self, v: Value) {
+        self.queue(&v);
+        Output::flush(self);
+    }
+
+    /// Writes one event line, left in the buffer until the next flush.
+    fn queue(&mut self, v: &impl Serialize) {
         // stdout going away (a closed pipe) is not worth crashing over; the
         // chat itself decides when to end.
-        let _ = writeln!(self.out, "{v}").and_then(|_| self.out.flush());
+        let _ = serde_json::to_writer(&mut self.out, v)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
     }
 }
 
@@ -85,27 +150,41 @@ impl<W: Write + Send> Output for JsonOutput<W> {
     }
 
     fn sent(&mut self, id: MessageId, body: &[u8]) {
-        self.emit(json!({"event": "sent", "id": id, "bytes": body.len()}));
+        self.queue(&SentEvent {
+            event: "sent",
+            id,
+            bytes: body.len(),
+        });
     }
 
     fn ack(&mut self, id: MessageId, rtt: Duration) {
         let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
-        self.emit(json!({"event": "ack", "id": id, "rtt_us": rtt_us}));
+        self.queue(&AckEvent {
+            event: "ack",
+            id,
+            rtt_us,
+        });
     }
 
     fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
-        self.emit(json!({"event": "rejected", "id": id, "code": code, "reason": reason}));
+        self.queue(&RejectedEvent {
+            event: "rejected",
+            id,
+            code,
+            reason,
+        });
     }
 
-    fn message(&mut self, id: MessageId, body: &[u8]) {
-        let mut v = json!({"event": "message", "id": id, "bytes": body.len()});
-        match std::str::from_utf8(body) {
-            Ok(text) => v["text"] = Value::from(text),
-            Err(_) => {
-                v["base64"] = Value::from(base64::engine::general_purpose::STANDARD.encode(body))
-            }
-        }
-        self.emit(v);
+    fn message(&mut self, id: MessageId, body: &Body) {
+        let text = body.text();
+        let base64 = text.is_none().then(|| Streamed(body.base64()));
+        self.queue(&MessageEvent {
+            event: "message",
+            id,
+            bytes: body.len(),
+            text: text.map(Streamed),
+            base64,
+        });
     }
 
     fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
@@ -118,6 +197,10 @@ impl<W: Write + Send> Output for JsonOutput<W> {
     }
 
     fn info(&mut self, _message: &str) {}
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
 }
 
 /// Plain lines for a person. Everything from the peer is sanitized.
@@ -126,8 +209,15 @@ pub struct PlainOutput<W> {
 }
 
 impl<W: Write + Send> PlainOutput<W> {
+    /// Writes a line and flushes it.
     fn line(&mut self, s: &str) {
-        let _ = writeln!(self.out, "{s}").and_then(|_| self.out.flush());
+        self.queue(s);
+        Output::flush(self);
+    }
+
+    /// Writes a line, left in the buffer until the next flush.
+    fn queue(&mut self, s: &str) {
+        let _ = writeln!(self.out, "{s}");
     }
 }
 
@@ -180,22 +270,22 @@ impl<W: Write + Send> Output for PlainOutput<W> {
     }
 
     fn ack(&mut self, id: MessageId, rtt: Duration) {
-        self.line(&format!("✓ #{id} {}", format_rtt(rtt)));
+        self.queue(&format!("✓ #{id} {}", format_rtt(rtt)));
     }
 
     fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
         let what = reject_kind(code);
-        self.line(&format!(
+        self.queue(&format!(
             "✗ #{id} rejected: {what} ({})",
             sanitize_line(reason)
         ));
     }
 
-    fn message(&mut self, id: MessageId, body: &[u8]) {
-        let text = sanitize(body);
+    fn message(&mut self, id: MessageId, body: &Body) {
+        let text = sanitize(&body.contiguous());
         // Continuation lines are indented under the header line.
         let text = text.replace('\n', "\n    ");
-        self.line(&format!("peer #{id}: {text}"));
+        self.queue(&format!("peer #{id}: {text}"));
     }
 
     fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
@@ -220,6 +310,10 @@ impl<W: Write + Send> Output for PlainOutput<W> {
     fn info(&mut self, message: &str) {
         self.line(message);
     }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
 }
 
 #[cfg(test)]
@@ -239,8 +333,8 @@ mod tests {
     #[test]
     fn message_events_carry_text_or_base64() {
         let v = json_lines(|o| {
-            o.message(0, "hé".as_bytes());
-            o.message(1, b"\xff\x00");
+            o.message(0, &Body::from("hé".as_bytes()));
+            o.message(1, &Body::from(&b"\xff\x00"[..]));
         });
         assert_eq!(
             v[0],
@@ -249,6 +343,29 @@ mod tests {
         assert_eq!(
             v[1],
             json!({"event": "message", "id": 1, "bytes": 2, "base64": "/wA="})
+        );
+    }
+
+    #[test]
+    fn per_message_events_have_their_fields_in_order() {
+        let mut o = JsonOutput { out: Vec::new() };
+        o.sent(3, b"abc");
+        o.ack(3, Duration::from_micros(1500));
+        o.rejected(4, 1, "too \"large\"");
+        o.message(5, &Body::from(&b"a\nb"[..]));
+        let text = String::from_utf8(o.out).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"event":"sent","id":3,"bytes":3}"#,
+                "\n",
+                r#"{"event":"ack","id":3,"rtt_us":1500}"#,
+                "\n",
+                r#"{"event":"rejected","id":4,"code":1,"reason":"too \"large\""}"#,
+                "\n",
+                r#"{"event":"message","id":5,"bytes":3,"text":"a\nb"}"#,
+                "\n"
+            )
         );
     }
 
@@ -278,7 +395,7 @@ mod tests {
     #[test]
     fn plain_output_escapes_peer_bytes() {
         let mut o = PlainOutput { out: Vec::new() };
-        o.message(7, b"hi\x1b]0;owned\x07\nsecond");
+        o.message(7, &Body::from(&b"hi\x1b]0;owned\x07\nsecond"[..]));
         o.rejected(1, 1, "big\x1b[2J");
         let s = String::from_utf8(o.out).unwrap();
         assert!(!s.contains('\x1b'));

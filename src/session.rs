@@ -112,6 +112,9 @@ pub async fn run<T: Transport>(
         ..end(d, outstanding, io)
     };
 
+    // Whether output may be waiting in a buffer: it is written out whenever
+    // nothing else is ready (see `Output::flush`).
+    let mut flushed = true;
     loop {
         if leaving_by.is_some() && outstanding.is_empty() {
             let d = close(transport, close_code::NO_ERROR, "the client left").await;
@@ -175,7 +178,15 @@ pub async fn run<T: Transport>(
                 let d = close(transport, close_code::NO_ERROR, "the client left").await;
                 return end(d, &outstanding, io);
             }
+            // Last in a biased select: taken only when nothing above is
+            // ready, i.e. just before the session would wait.
+            () = std::future::ready(()), if !flushed => {
+                io.out.flush();
+                flushed = true;
+                continue;
+            }
         }
+        flushed = false;
     }
 }
 
@@ -296,11 +307,11 @@ mod tests {
         fn rejected(&mut self, id: MessageId, code: u64, _reason: &str) {
             self.0.lock().unwrap().push(format!("rejected {id} {code}"));
         }
-        fn message(&mut self, id: MessageId, body: &[u8]) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("message {id} {}", String::from_utf8_lossy(body)));
+        fn message(&mut self, id: MessageId, body: &crate::body::Body) {
+            self.0.lock().unwrap().push(format!(
+                "message {id} {}",
+                String::from_utf8_lossy(&body.contiguous())
+            ));
         }
         fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
             self.0
@@ -362,7 +373,7 @@ mod tests {
         h.peer
             .send(Event::Message {
                 id: 0,
-                body: Bytes::from_static(b"hi"),
+                body: Bytes::from_static(b"hi").into(),
             })
             .unwrap();
         let peer = h.peer.clone();
@@ -456,7 +467,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             peer.send(Event::Message {
                 id: 0,
-                body: Bytes::from_static(b"still here"),
+                body: Bytes::from_static(b"still here").into(),
             })
             .unwrap();
             peer.send(Event::Closed(Disconnect::Peer {

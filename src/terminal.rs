@@ -26,6 +26,7 @@ use reedline::{
 };
 use tokio::sync::mpsc;
 
+use crate::body::Body;
 use crate::identity::Fingerprint;
 use crate::input::UserInput;
 use crate::output::{Output, format_rtt, reject_kind};
@@ -422,13 +423,15 @@ impl TerminalOutput {
     }
 }
 
-/// Cuts text for display and says so.
-fn shown(body: &[u8]) -> String {
-    let text = sanitize(body);
+/// Cuts text for display and says so. Only the start of a long body is
+/// looked at: no more is ever shown.
+fn shown(body: &Body) -> String {
+    let head = body.prefix(MAX_SHOWN_CHARS * 4);
+    let text = sanitize(&head);
     let rows = crossterm::terminal::size().map_or(24, |(_, r)| r as usize);
     let max_lines = rows.saturating_sub(4).max(5);
     let mut out = String::new();
-    let mut cut = false;
+    let mut cut = head.len() < body.len();
     for (i, line) in text.split('\n').enumerate() {
         if i >= max_lines || out.len() + line.len() > MAX_SHOWN_CHARS {
             cut = true;
@@ -503,7 +506,7 @@ impl Output for TerminalOutput {
         );
     }
 
-    fn message(&mut self, id: MessageId, body: &[u8]) {
+    fn message(&mut self, id: MessageId, body: &Body) {
         let text = shown(body);
         if self.colour {
             self.line(PEER, &format!("peer: {text}{DIM}  #{id}"));
@@ -565,10 +568,10 @@ mod tests {
     #[test]
     fn long_messages_are_cut_with_a_note() {
         let body = "line\n".repeat(500);
-        let s = shown(body.as_bytes());
+        let s = shown(&Body::from(bytes::Bytes::from(body)));
         assert!(s.contains("2500 bytes, shown truncated"));
         assert!(s.lines().count() < 100);
-        let short = shown(b"a\nb");
+        let short = shown(&Body::from(&b"a\nb"[..]));
         assert_eq!(short, "a\n         b");
     }
 }

@@ -126,7 +126,7 @@ impl Output for Probe {
     fn rejected(&mut self, id: MessageId, _code: u64, reason: &str) {
         self.note(Note::Rejected(id, reason.to_string()));
     }
-    fn message(&mut self, _: MessageId, body: &[u8]) {
+    fn message(&mut self, _: MessageId, body: &chat::body::Body) {
         self.counts.messages.fetch_add(1, Ordering::Relaxed);
         self.counts
             .bytes

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::body::Body;
 use crate::identity::Fingerprint;
 pub(crate) use received::ReceivedIds;
 
@@ -78,7 +79,7 @@ pub fn clip_reason(reason: &str) -> &str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A whole message from the peer. The session acknowledges it.
-    Message { id: MessageId, body: Bytes },
+    Message { id: MessageId, body: Body },
     /// The peer acknowledged one of our messages.
     Ack { id: MessageId },
     /// The peer refused one of our messages.

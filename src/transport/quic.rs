@@ -22,6 +22,7 @@ use super::{
     Disconnect, EndReason, Event, Limits, MessageId, PeerInfo, ReceivedIds, Transport, close_code,
     reject_code, stream_error,
 };
+use crate::body::Body;
 use crate::codec::{self, Frame, FrameDecoder, put_varint, stream_type};
 use crate::identity::{Fingerprint, Identity};
 use crate::render::sanitize_line;
@@ -675,13 +676,10 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
         return;
     };
     let limit = shared.limits.max_message_size;
-    let mut parts: Vec<Bytes> = Vec::new();
-    let mut size = reader.buf.len() as u64;
-    if !reader.buf.is_empty() {
-        parts.push(reader.buf.split().freeze());
-    }
+    let mut body = Body::default();
+    body.push(reader.buf.split().freeze());
     loop {
-        if size > limit {
+        if body.len() as u64 > limit {
             // A refused message still counts as received: its id may not be
             // used again (as on TCP).
             if !shared.record_received(id) {
@@ -690,7 +688,12 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
             let _ = reader
                 .stream
                 .stop(VarInt::from_u32(stream_error::TOO_LARGE));
-            debug!(id, size, limit, "rejecting message over the size limit");
+            debug!(
+                id,
+                size = body.len(),
+                limit,
+                "rejecting message over the size limit"
+            );
             let _ = shared.control.send(ControlCmd::Frame(Frame::Reject {
                 id,
                 code: reject_code::TOO_LARGE,
@@ -699,10 +702,7 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
             return;
         }
         match reader.stream.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => {
-                size += chunk.bytes.len() as u64;
-                parts.push(chunk.bytes);
-            }
+            Ok(Some(chunk)) => body.push(chunk.bytes),
             Ok(None) => break,
             // Reset by the sender: the message is abandoned, not acknowledged.
             Err(e) => {
@@ -715,17 +715,6 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
             }
         }
     }
-    let body = match parts.len() {
-        0 => Bytes::new(),
-        1 => parts.pop().unwrap_or_default(),
-        _ => {
-            let mut whole = BytesMut::with_capacity(size as usize);
-            for p in &parts {
-                whole.extend_from_slice(p);
-            }
-            whole.freeze()
-        }
-    };
     if shared.record_received(id) {
         let _ = shared.events.send(Event::Message { id, body }).await;
     }

@@ -26,6 +26,7 @@ use super::{
     Disconnect, EndReason, Event, Limits, MessageId, PeerInfo, ReceivedIds, Transport, close_code,
     reject_code,
 };
+use crate::body::Body;
 use crate::codec::{self, Frame, FrameDecoder, MAX_CHUNK, encode_chunk_header, frame_type};
 use crate::identity::{Fingerprint, Identity};
 use crate::render::sanitize_line;
@@ -47,6 +48,18 @@ const MAX_HANDSHAKES: usize = 1024;
 
 /// Bytes of frames gathered into one write when many small messages wait.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// Unsent bytes the kernel may hold for us (`TCP_NOTSENT_LOWAT`). Without a
+/// limit it takes megabytes of a large message, and an ack or a small
+/// message written after them waits until they are on the wire; with it,
+/// the rest stays in the writer, where control frames go first.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+/// Bytes the reader takes in before it lets the other tasks run. The whole
+/// process is one thread; left to tokio's budget alone, a reader fed a large
+/// message decrypts megabytes per turn while the session waits to ack the
+/// small messages that came with it.
+const READ_TURN: usize = 64 * 1024;
 
 /// A listening TCP socket with its TLS configuration.
 pub struct Listener {
@@ -134,7 +147,7 @@ async fn handshake(
     socket: TcpStream,
     from: SocketAddr,
 ) -> Result<Handshaken, std::io::Error> {
-    socket.set_nodelay(true)?;
+    tune(&socket)?;
     let stream = tls.accept(socket).await?;
     let session = stream.get_ref().1;
     if session.alpn_protocol() != Some(tls::ALPN) {
@@ -153,6 +166,43 @@ async fn handshake(
             transport: "tcp",
         },
     })
+}
+
+/// Socket options for a chat: no Nagle delay, and little unsent data in the
+/// kernel (see [`NOTSENT_LOWAT`]).
+fn tune(socket: &TcpStream) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
+    set_notsent_lowat(socket, NOTSENT_LOWAT)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn set_notsent_lowat(socket: &TcpStream, bytes: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is an open socket for the whole call (borrowed
+    // from `socket`), and the option value is a c_int that lives on this
+    // stack frame, passed with its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere the option is left alone: acks may wait longer behind a large
+/// message, nothing more.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn set_notsent_lowat(_: &TcpStream, _: u32) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// A TLS connection whose handshake is done, not yet admitted to a chat.
@@ -192,7 +242,7 @@ pub async fn connect(
     limits: &Limits,
 ) -> Result<(TcpTransport, PeerInfo), std::io::Error> {
     let socket = TcpStream::connect(addr).await?;
-    socket.set_nodelay(true)?;
+    tune(&socket)?;
     let name = rustls_pki_types::ServerName::try_from("chat")
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let stream = TlsConnector::from(Arc::new(client_tls))
@@ -513,8 +563,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 /// A message being received.
 #[derive(Default)]
 struct Partial {
-    parts: Vec<Bytes>,
-    size: u64,
+    body: Body,
     /// Over the limit and rejected: the rest is read and dropped.
     discarding: bool,
 }
@@ -544,6 +593,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut deadline = Instant::now() + self.limits.idle_timeout;
+        let mut this_turn = 0;
         let flow = 'conn: loop {
             loop {
                 match FrameDecoder.decode(&mut buf) {
@@ -557,6 +607,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     Ok(None) => break,
                     Err(e) => break 'conn self.violation(e.to_string()),
                 }
+            }
+            if this_turn >= READ_TURN {
+                this_turn = 0;
+                tokio::task::yield_now().await;
             }
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
@@ -572,7 +626,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                         reason: "connection lost (closed without CLOSE)".into(),
                     });
                 }
-                Ok(Ok(_)) => {}
+                Ok(Ok(n)) => this_turn += n,
                 Ok(Err(e)) => {
                     break Flow::End(Disconnect::Lost {
                         reason: format!("connection lost ({e})"),
@@ -661,18 +715,17 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         let limit = self.limits.max_message_size;
         let p = self.partial.entry(id).or_default();
         if !p.discarding {
-            p.size += chunk.len() as u64;
-            if p.size > limit {
+            if (p.body.len() + chunk.len()) as u64 > limit {
                 p.discarding = true;
-                p.parts = Vec::new();
+                p.body = Body::default();
                 debug!(id, limit, "rejecting message over the size limit");
                 let _ = self.control.send(Ctrl::Frame(Frame::Reject {
                     id,
                     code: reject_code::TOO_LARGE,
                     reason: Bytes::from(format!("message exceeds the limit of {limit} bytes")),
                 }));
-            } else if !chunk.is_empty() {
-                p.parts.push(chunk);
+            } else {
+                p.body.push(chunk);
             }
         }
         if !last {
@@ -687,17 +740,6 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         if p.discarding {
             return Flow::Go;
         }
-        let body = match p.parts.len() {
-            0 => Bytes::new(),
-            1 => p.parts.into_iter().next().unwrap_or_default(),
-            _ => {
-                let mut whole = BytesMut::with_capacity(p.size as usize);
-                for part in &p.parts {
-                    whole.extend_from_slice(part);
-                }
-                whole.freeze()
-            }
-        };
-        self.emit(Event::Message { id, body }).await
+        self.emit(Event::Message { id, body: p.body }).await
     }
 }
