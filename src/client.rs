@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::{ChatArgs, TransportKind};
 use crate::identity::{self, Fingerprint, Identity};
@@ -49,8 +49,15 @@ pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<boo
     });
     let config = tls::client_config(verifier.clone(), Some(&me))?;
     let mut failures = Vec::new();
+    let interactive = !args.json && crate::terminal::is_interactive();
     for addr in resolve(&args.addr, args.port).await? {
         info!(%addr, transport = args.transport.name(), "connecting");
+        if interactive {
+            eprintln!(
+                "connecting to {addr} over {}… (Ctrl-C to give up)",
+                args.transport.name()
+            );
+        }
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, async {
             match args.transport {
                 TransportKind::Quic => quic::connect(addr, config.clone(), &limits)
@@ -62,9 +69,14 @@ pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<boo
                     .map(|(t, p)| Connected::Tcp(t, p))
                     .map_err(|e| e.to_string()),
             }
-        })
-        .await
-        .unwrap_or_else(|_| Err("timed out".to_string()));
+        });
+        let mut ctrl_c = interrupt.clone();
+        let attempt = tokio::select! {
+            attempt = attempt => attempt.unwrap_or_else(|_| Err("timed out".to_string())),
+            () = session::interrupted(&mut ctrl_c) => {
+                bail!("interrupted while connecting to {addr}")
+            }
+        };
         let session = Session {
             args,
             limits: &limits,
@@ -80,7 +92,8 @@ pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<boo
                 if let Some(seen) = verifier.seen() {
                     mismatch(&source, &addr, seen, &known)?;
                 }
-                warn!(%addr, "cannot connect: {}", sanitize_line(&e.to_string()));
+                // Reported with the others if no address works.
+                debug!(%addr, "cannot connect: {}", sanitize_line(&e.to_string()));
                 failures.push(format!("{addr}: {}", sanitize_line(&e.to_string())));
             }
         }

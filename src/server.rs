@@ -181,6 +181,7 @@ async fn serve<H: Handshaken>(
         }
     }
     doorman.abort();
+    io.out.info("server stopped");
 }
 
 /// Decides about each handshaken peer: refused as UNAUTHORIZED when an allow

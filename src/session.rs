@@ -152,7 +152,12 @@ pub async fn run<T: Transport>(
                 },
                 Event::Closed(d) => return end(d, &outstanding, io),
             },
-            input = io.input.recv(), if io.input_open && leaving_by.is_none() => match input {
+            // Still read while leaving: /quit or Ctrl-C must work during the
+            // wait, and a line typed then must be reported as not sent.
+            input = io.input.recv(), if io.input_open => match input {
+                Some(UserInput::Message(_)) if leaving_by.is_some() => {
+                    io.out.error("not sent: input has ended and the chat is closing");
+                }
                 Some(UserInput::Message(body)) => {
                     let id = next_id;
                     next_id += 1;
@@ -167,10 +172,20 @@ pub async fn run<T: Transport>(
                     return leave(d, &outstanding, io);
                 }
                 Some(UserInput::Invalid(why)) => io.out.error(&why),
-                Some(UserInput::End) | None => {
-                    io.input_open = false;
-                    if role == Role::Client {
+                None => io.input_open = false,
+                // A server keeps the chat open without input; a client
+                // leaves once its messages are confirmed. (A terminal goes
+                // on reading keys meanwhile, so Ctrl-C still works.)
+                Some(UserInput::End) if role == Role::Server => io.input_open = false,
+                Some(UserInput::End) => {
+                    if leaving_by.is_none() {
                         leaving_by = Some(Instant::now() + ack_wait);
+                        if !outstanding.is_empty() {
+                            io.out.info(&format!(
+                                "leaving once {} sent message(s) are confirmed; Ctrl-C leaves now",
+                                outstanding.len()
+                            ));
+                        }
                     }
                 }
             },

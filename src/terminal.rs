@@ -202,6 +202,10 @@ fn edit(
         let input = match editor.read_line(&prompt) {
             Ok(Signal::Success(line)) => match command(&line) {
                 Command::Send(body) => UserInput::Message(body),
+                Command::Blank => {
+                    erase_row_above();
+                    continue;
+                }
                 Command::Help => {
                     print(stamped(HELP));
                     continue;
@@ -217,9 +221,15 @@ fn edit(
                 }
             },
             Ok(Signal::ExternalBreak(_)) => return,
-            Ok(Signal::CtrlC) => UserInput::Quit,
-            Ok(Signal::CtrlD) if ctrl_d_quits => UserInput::Quit,
-            Ok(Signal::CtrlD) => UserInput::End,
+            Ok(signal @ (Signal::CtrlC | Signal::CtrlD)) => {
+                // The editor leaves the input row as it was (`› ` and any
+                // text); the status lines that follow say what happened.
+                erase_row_above();
+                match signal {
+                    Signal::CtrlD if !ctrl_d_quits => UserInput::End,
+                    _ => UserInput::Quit,
+                }
+            }
             Ok(_) => continue,
             Err(e) => UserInput::Invalid(format!("terminal error: {e}")),
         };
@@ -231,6 +241,14 @@ fn edit(
             return;
         }
     }
+}
+
+/// Clears the row above the cursor and moves there. Used between two reads,
+/// while the editor thread has the terminal to itself.
+fn erase_row_above() {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\x1b[1A\r\x1b[2K");
+    let _ = out.flush();
 }
 
 /// How long [`finish`] waits for the editor to print the last lines and
@@ -287,6 +305,9 @@ fn install_panic_restore() {
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     Send(Bytes),
+    /// An empty or blank line: nothing is sent (an empty message can still
+    /// be sent from a script).
+    Blank,
     Help,
     Stats,
     Quit,
@@ -302,6 +323,7 @@ fn command(line: &str) -> Command {
         "/stats" => Command::Stats,
         "/quit" | "/exit" => Command::Quit,
         cmd if cmd.starts_with('/') => Command::Unknown(cmd.to_string()),
+        blank if blank.trim().is_empty() => Command::Blank,
         _ => Command::Send(Bytes::from(line.to_string())),
     }
 }
@@ -334,7 +356,13 @@ impl Prompt for ChatPrompt {
     }
 
     fn render_prompt_multiline_indicator(&self) -> Cow<'_, str> {
-        Cow::Borrowed("  ")
+        // Once sent, later lines line up with the first, as a peer's
+        // multi-line message does: under "HH:MM:SS ".
+        if self.transient {
+            Cow::Borrowed("         ")
+        } else {
+            Cow::Borrowed("  ")
+        }
     }
 
     fn render_prompt_history_search_indicator(&self, search: PromptHistorySearch) -> Cow<'_, str> {
@@ -563,6 +591,8 @@ mod tests {
             Command::Send(Bytes::from_static(b"hello /quit"))
         );
         assert!(matches!(command("/nope"), Command::Unknown(_)));
+        assert_eq!(command(""), Command::Blank);
+        assert_eq!(command("  \t"), Command::Blank);
     }
 
     #[test]

@@ -20,6 +20,8 @@ both_transports!(
     input_line_survives_a_flood_of_messages,
     sent_message_is_confirmed_with_its_round_trip_time,
     ctrl_d_on_empty_line_ends_client_and_restores_the_terminal,
+    while_leaving_lines_are_refused_and_ctrl_c_leaves_at_once,
+    blank_lines_send_nothing,
     stats_count_this_chat,
     server_without_client_says_message_not_sent,
     bracketed_paste_is_sent_as_one_message,
@@ -628,14 +630,103 @@ fn ctrl_d_on_empty_line_ends_client_and_restores_the_terminal(t: Transport) {
     if screen.find_row(" ms  #0 last words").is_none() {
         client.fail("the last message should have been confirmed before the client left");
     }
-    // `you left the chat (NO_ERROR)` is usually shown too, but can be lost
-    // under load: see `leaving_shows_the_last_lines_and_leaves_no_garbage`.
+    if screen.find_row("you left the chat (NO_ERROR)").is_none() {
+        client.fail("the client should say `you left the chat (NO_ERROR)`");
+    }
+    // The input row Ctrl-D was typed on is not left behind as a bare prompt.
+    if let Some(r) = screen
+        .rows
+        .iter()
+        .position(|r| r.trim_end() == PROMPT.trim_end())
+    {
+        client.fail(&format!(
+            "a bare prompt row was left on the screen (row {r})"
+        ));
+    }
     let raw = client.raw_output();
     let on = raw.windows(8).rposition(|w| w == b"\x1b[?2004h");
     let off = raw.windows(8).rposition(|w| w == b"\x1b[?2004l");
     if on.is_some() && off <= on {
         client.fail("bracketed paste should be turned off again on exit");
     }
+}
+
+/// After Ctrl-D the client waits for its confirmations (the server is
+/// stopped, so none come) and says so; a line typed meanwhile is reported as
+/// not sent, and Ctrl-C leaves at once, listing the unconfirmed message.
+fn while_leaving_lines_are_refused_and_ctrl_c_leaves_at_once(t: Transport) {
+    let TerminalClient {
+        mut server,
+        mut client,
+        ..
+    } = terminal_client(t);
+    submit(&mut client, "first");
+    wait_confirmation(&mut client, 0, "first");
+    let stopped = Stopped::new(server.pid());
+    submit(&mut client, "unheard");
+    client.type_keys("\x04");
+    client.wait_row("leaving once 1 sent message(s) are confirmed", TIMEOUT);
+    submit(&mut client, "too late");
+    client.wait_row("not sent: input has ended", TIMEOUT);
+    client.type_keys("\x03");
+    client.expect_exit_code(0, TIMEOUT);
+    drop(stopped);
+    let screen = client.screen();
+    if screen.find_row("? not confirmed  #1 unheard").is_none() {
+        client.fail("the unconfirmed message should be listed when leaving");
+    }
+    if screen.find_row("#2").is_some() {
+        client.fail("a line typed while leaving must not be sent");
+    }
+    assert_cooked_after_exit(&mut client);
+    // The server, resumed, sees the chat end (whether "unheard" reached it
+    // before the close depends on the transport).
+    server.wait_event("disconnected", TIMEOUT);
+}
+
+/// Enter on an empty or blank line sends nothing and leaves no row behind.
+fn blank_lines_send_nothing(t: Transport) {
+    let TerminalClient {
+        mut server,
+        mut client,
+        ..
+    } = terminal_client(t);
+    client.type_keys("\r");
+    client.type_keys("   \r");
+    submit(&mut client, "real");
+    wait_confirmation(&mut client, 0, "real");
+    assert_messages(&mut server, &["real"]);
+    let screen = client.screen();
+    let sent_rows = screen.rows.iter().filter(|r| r.contains("you:")).count();
+    if sent_rows != 1 {
+        client.fail(&format!(
+            "only the real line should show as sent; {sent_rows} rows do"
+        ));
+    }
+}
+
+/// SIGSTOPs a process until dropped (then SIGCONT).
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        signal(pid, "-STOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid} failed");
 }
 
 /// 5. `/stats` counts this chat: 3 sent, 2 received, 3 confirmed, with
