@@ -172,12 +172,14 @@ pub async fn run<T: Transport>(
                     return leave(d, &outstanding, io);
                 }
                 Some(UserInput::Invalid(why)) => io.out.error(&why),
-                None => io.input_open = false,
                 // A server keeps the chat open without input; a client
                 // leaves once its messages are confirmed. (A terminal goes
                 // on reading keys meanwhile, so Ctrl-C still works.)
-                Some(UserInput::End) if role == Role::Server => io.input_open = false,
-                Some(UserInput::End) => {
+                Some(UserInput::End) | None if role == Role::Server => io.input_open = false,
+                Some(UserInput::End) | None => {
+                    if input.is_none() {
+                        io.input_open = false;
+                    }
                     if leaving_by.is_none() {
                         leaving_by = Some(Instant::now() + ack_wait);
                         if !outstanding.is_empty() {
@@ -451,6 +453,29 @@ mod tests {
         assert!(out.unacked.is_empty());
         assert!(out.disconnect.is_normal());
         assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 0");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_input_closed_without_end_also_leaves() {
+        let h = harness();
+        let Harness {
+            mut transport,
+            mut io,
+            user,
+            wire,
+            ..
+        } = h;
+        user.send(msg("x")).await.unwrap();
+        drop(user);
+        let out = run(
+            &mut transport,
+            &mut io,
+            Role::Client,
+            Duration::from_secs(3),
+        )
+        .await;
+        assert_eq!(out.unacked, vec![0]);
+        assert_eq!(wire.lock().unwrap().last().unwrap(), "close 0");
     }
 
     #[tokio::test(start_paused = true)]

@@ -702,7 +702,13 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
             return;
         }
         match reader.stream.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => body.push(chunk.bytes),
+            Ok(Some(chunk)) => {
+                body.push(chunk.bytes);
+                // Reading chunks quinn already holds never waits, so without
+                // this one task could take in a whole stream window (about
+                // 1.25 MB) per turn while acks and small messages wait.
+                tokio::task::consume_budget().await;
+            }
             Ok(None) => break,
             // Reset by the sender: the message is abandoned, not acknowledged.
             Err(e) => {
