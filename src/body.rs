@@ -5,7 +5,10 @@
 //! the moment of joining; instead the pieces are handed on as they are, and
 //! the outputs read them in order: JSON output escapes text or encodes
 //! base64 piece by piece, straight into its writer. Receiving a 64 MiB
-//! message then costs about 64 MiB, not two or three times that.
+//! message then costs about 64 MiB, not two or three times that. Small
+//! pieces (QUIC hands over a packet's worth at a time; a hostile TCP peer
+//! may send one-byte frames) are gathered into blocks, so the bookkeeping
+//! per piece cannot outgrow the message.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,20 +17,54 @@ use std::io::Write;
 use base64::write::EncoderWriter;
 use bytes::{Bytes, BytesMut};
 
-/// A message body: its bytes are the concatenation of the chunks.
+/// Pieces shorter than this are copied into a block rather than kept.
+const SMALL: usize = 4096;
+/// Size of the blocks small pieces are gathered into.
+const BLOCK: usize = 64 * 1024;
+
+/// A message body: its bytes are the concatenation of the chunks, then the
+/// tail.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Body {
     chunks: Vec<Bytes>,
+    /// Small pieces gathered since the last chunk.
+    tail: BytesMut,
     len: usize,
 }
 
 impl Body {
     /// Adds the next piece.
     pub fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks.push(chunk);
+        if chunk.is_empty() {
+            return;
         }
+        self.len += chunk.len();
+        if chunk.len() >= SMALL {
+            self.seal_tail();
+            self.chunks.push(chunk);
+            return;
+        }
+        if self.tail.capacity() == 0 {
+            self.tail.reserve(BLOCK);
+        }
+        self.tail.extend_from_slice(&chunk);
+        if self.tail.len() >= BLOCK {
+            self.seal_tail();
+        }
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks.push(self.tail.split().freeze());
+        }
+    }
+
+    /// The pieces, in order.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.tail[..]).filter(|t| !t.is_empty()))
     }
 
     pub fn len(&self) -> usize {
@@ -38,37 +75,33 @@ impl Body {
         self.len == 0
     }
 
-    /// The pieces, in order.
-    pub fn chunks(&self) -> &[Bytes] {
-        &self.chunks
-    }
-
     /// The whole body in one slice: borrowed when it is one piece, joined
     /// (a copy) otherwise. For outputs that show a message to a person.
     pub fn contiguous(&self) -> Cow<'_, [u8]> {
-        match self.chunks.as_slice() {
-            [] => Cow::Borrowed(&[]),
-            [one] => Cow::Borrowed(one),
-            many => {
-                let mut whole = BytesMut::with_capacity(self.len);
-                for c in many {
-                    whole.extend_from_slice(c);
+        let mut pieces = self.pieces();
+        match (pieces.next(), pieces.next()) {
+            (None, _) => Cow::Borrowed(&[]),
+            (Some(one), None) => Cow::Borrowed(one),
+            _ => {
+                let mut whole = Vec::with_capacity(self.len);
+                for p in self.pieces() {
+                    whole.extend_from_slice(p);
                 }
-                Cow::Owned(whole.to_vec())
+                Cow::Owned(whole)
             }
         }
     }
 
     /// At most the first `max` bytes, in one slice.
     pub fn prefix(&self, max: usize) -> Cow<'_, [u8]> {
-        match self.chunks.first() {
+        match self.pieces().next() {
             None => Cow::Borrowed(&[]),
             Some(first) if first.len() >= max.min(self.len) => {
                 Cow::Borrowed(&first[..max.min(first.len())])
             }
             Some(_) => {
                 let mut out = Vec::with_capacity(max.min(self.len));
-                for c in &self.chunks {
+                for c in self.pieces() {
                     let room = max - out.len();
                     if room == 0 {
                         break;
@@ -83,10 +116,10 @@ impl Body {
     /// The body as UTF-8 text, in pieces, if it is valid UTF-8 as a whole
     /// (a character may be split between two chunks).
     pub fn text(&self) -> Option<Text<'_>> {
-        let mut pieces = Vec::with_capacity(self.chunks.len());
+        let mut pieces = Vec::with_capacity(self.chunks.len() + 1);
         // The start of a character cut off at the end of the previous chunk.
         let mut carry: Vec<u8> = Vec::new();
-        for chunk in &self.chunks {
+        for chunk in self.pieces() {
             let mut rest: &[u8] = chunk;
             while !carry.is_empty() {
                 let (&first, tail) = rest.split_first()?;
@@ -156,7 +189,7 @@ impl fmt::Display for Base64<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut encoder =
             EncoderWriter::new(FmtWriter(f), &base64::engine::general_purpose::STANDARD);
-        for chunk in &self.0.chunks {
+        for chunk in self.0.pieces() {
             encoder.write_all(chunk).map_err(|_| fmt::Error)?;
         }
         encoder.finish().map(|_| ()).map_err(|_| fmt::Error)
@@ -209,9 +242,42 @@ mod tests {
     }
 
     #[test]
+    fn large_chunks_are_kept_and_characters_split_between_them_still_read() {
+        let text = "a€😀".repeat(2000); // 16,000 bytes
+        for first in [SMALL, SMALL + 1, SMALL + 2, SMALL + 3, 2 * SMALL + 5] {
+            let body = split(text.as_bytes(), &[first, first + SMALL + 1]);
+            assert_eq!(
+                body.pieces().count(),
+                3,
+                "pieces of 4 KiB and more are kept"
+            );
+            assert_eq!(body.text().unwrap().to_string(), text);
+            assert_eq!(body.contiguous().as_ref(), text.as_bytes());
+            assert_eq!(
+                body.base64().to_string(),
+                base64::engine::general_purpose::STANDARD.encode(&text)
+            );
+        }
+        let mut bad = text.clone().into_bytes();
+        bad[SMALL + 7] = 0xff;
+        assert!(split(&bad, &[SMALL]).text().is_none());
+    }
+
+    #[test]
+    fn small_pieces_are_gathered_into_blocks() {
+        let mut body = Body::default();
+        for _ in 0..100_000 {
+            body.push(Bytes::from_static(b"x"));
+        }
+        assert_eq!(body.len(), 100_000);
+        assert!(body.chunks.len() <= 2, "{} chunks", body.chunks.len());
+        assert_eq!(body.contiguous().len(), 100_000);
+    }
+
+    #[test]
     fn invalid_or_truncated_utf8_is_not_text() {
         assert!(split(b"ab\xff", &[1]).text().is_none());
-        assert!(split("€".as_bytes(), &[2]).chunks.len() == 2);
+        assert_eq!(split("€".as_bytes(), &[2]).pieces().count(), 1);
         assert!(split(&"€".as_bytes()[..2], &[1]).text().is_none());
         assert!(split(b"\xe2\x82x", &[1]).text().is_none());
         assert!(Body::default().text().unwrap().to_string().is_empty());

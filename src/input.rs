@@ -10,7 +10,7 @@ use std::io::BufRead;
 
 use base64::Engine;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 /// One thing the user did.
@@ -70,31 +70,30 @@ pub fn parse_line(line: &[u8], json: bool) -> UserInput {
     }
 }
 
-/// One input line in JSON mode. Parsed straight into owned strings, so a
-/// large message's text is not copied again on its way to the transport.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InputLine {
-    text: Option<String>,
-    base64: Option<String>,
-}
-
+/// Parses one input line in JSON mode. The string is moved out of the
+/// parsed object, so a large message's text is not copied again on its way
+/// to the transport.
 fn parse_json(line: &[u8]) -> Result<Bytes, String> {
     const EXPECTED: &str = r#"expected {"text": "..."} or {"base64": "..."}"#;
-    let input: InputLine = serde_json::from_slice(line).map_err(|e| {
+    let object: Map<String, Value> = serde_json::from_slice(line).map_err(|e| {
         if e.is_data() {
-            format!("input is not a message ({e}); {EXPECTED}")
+            format!("input is not a JSON object ({e}); {EXPECTED}")
         } else {
             format!("input is not JSON ({e}); {EXPECTED}")
         }
     })?;
-    match (input.text, input.base64) {
-        (Some(text), None) => Ok(Bytes::from(text.into_bytes())),
-        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map(Bytes::from)
-            .map_err(|e| format!("invalid base64 ({e})")),
-        _ => Err(format!("input must have exactly one key; {EXPECTED}")),
+    if object.len() != 1 {
+        return Err(format!("input must have exactly one key; {EXPECTED}"));
+    }
+    match object.into_iter().next() {
+        Some((key, Value::String(text))) if key == "text" => Ok(Bytes::from(text.into_bytes())),
+        Some((key, Value::String(b64))) if key == "base64" => {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map(Bytes::from)
+                .map_err(|e| format!("invalid base64 ({e})"))
+        }
+        _ => Err(EXPECTED.to_string()),
     }
 }
 
@@ -146,6 +145,9 @@ mod tests {
             br#"{"text":"a","other":1}"#,
             br#"{}"#,
             br#"{"text":null}"#,
+            br#"["hi",null]"#,
+            br#"[null,"aGk="]"#,
+            br#"{"text":"a","base64":null}"#,
             b"",
         ] {
             assert!(

@@ -37,6 +37,9 @@ pub trait Output: Send {
     fn error(&mut self, message: &str);
     /// A status line for people (plain mode only; JSON has no such event).
     fn info(&mut self, message: &str);
+    /// A status line only worth showing to a person at a terminal (plain
+    /// output to a pipe keeps its lines as they were).
+    fn notice(&mut self, _message: &str) {}
     /// Writes out what the per-message events (`sent`, `ack`, `rejected`,
     /// `message`) left buffered. The session calls it whenever it has
     /// nothing else to do, so a burst of messages costs one write, not one

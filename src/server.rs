@@ -181,7 +181,7 @@ async fn serve<H: Handshaken>(
         }
     }
     doorman.abort();
-    io.out.info("server stopped");
+    io.out.notice("server stopped");
 }
 
 /// Decides about each handshaken peer: refused as UNAUTHORIZED when an allow

@@ -101,6 +101,15 @@ pub async fn run<T: Transport>(
     let end = |d: Disconnect, outstanding: &BTreeMap<MessageId, Instant>, io: &mut UserIo| {
         let unacked: Vec<MessageId> = outstanding.keys().copied().collect();
         io.out.disconnected(&d, &unacked);
+        // Lines typed while the chat was closing were never read: say so.
+        // (A server reads them next, and answers that no one is connected.)
+        if role == Role::Client {
+            while let Ok(input) = io.input.try_recv() {
+                if let UserInput::Message(_) = input {
+                    io.out.error("not sent: the chat has ended");
+                }
+            }
+        }
         Outcome {
             disconnect: d,
             unacked,
@@ -117,6 +126,7 @@ pub async fn run<T: Transport>(
     let mut flushed = true;
     loop {
         if leaving_by.is_some() && outstanding.is_empty() {
+            io.out.flush();
             let d = close(transport, close_code::NO_ERROR, "the client left").await;
             return end(d, &outstanding, io);
         }
@@ -124,6 +134,7 @@ pub async fn run<T: Transport>(
             // Ctrl-C wins over everything else that is ready.
             biased;
             () = interrupted(&mut io.interrupt) => {
+                io.out.flush();
                 let d = quit(transport, role).await;
                 return leave(d, &outstanding, io);
             }
@@ -168,7 +179,8 @@ pub async fn run<T: Transport>(
                 }
                 Some(UserInput::Stats) => io.out.info(&stats.summary()),
                 Some(UserInput::Quit) => {
-                    let d = quit(transport, role).await;
+                    io.out.flush();
+                let d = quit(transport, role).await;
                     return leave(d, &outstanding, io);
                 }
                 Some(UserInput::Invalid(why)) => io.out.error(&why),
@@ -183,7 +195,7 @@ pub async fn run<T: Transport>(
                     if leaving_by.is_none() {
                         leaving_by = Some(Instant::now() + ack_wait);
                         if !outstanding.is_empty() {
-                            io.out.info(&format!(
+                            io.out.notice(&format!(
                                 "leaving once {} sent message(s) are confirmed; Ctrl-C leaves now",
                                 outstanding.len()
                             ));
@@ -192,7 +204,8 @@ pub async fn run<T: Transport>(
                 }
             },
             () = sleep_until_some(leaving_by) => {
-                let d = close(transport, close_code::NO_ERROR, "the client left").await;
+                io.out.flush();
+            let d = close(transport, close_code::NO_ERROR, "the client left").await;
                 return end(d, &outstanding, io);
             }
             // Last in a biased select: taken only when nothing above is

@@ -235,9 +235,26 @@ fn edit(
         };
         // Keep the editor running after Ctrl-D or /quit: while the chat
         // winds down (waiting for acknowledgements, closing), its lines
-        // are still printed above the prompt.
+        // are still printed above the prompt, until `finish` stops it.
         let failed = matches!(input, UserInput::Invalid(_));
-        if tx.blocking_send(input).is_err() || failed {
+        let sent = match input {
+            // Never block on a full queue here: the session may itself be
+            // waiting for the screen, which waits for this thread.
+            UserInput::Message(_) => match tx.try_send(input) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => Err("the chat is busy; try again"),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err("the chat has ended"),
+            },
+            // Ctrl-D, /quit, /stats after the chat has ended: nothing to do.
+            other => {
+                let _ = tx.blocking_send(other);
+                Ok(())
+            }
+        };
+        if let Err(why) = sent {
+            print(stamped(&format!("not sent: {why}")));
+        }
+        if failed {
             return;
         }
     }
@@ -566,6 +583,10 @@ impl Output for TerminalOutput {
 
     fn error(&mut self, message: &str) {
         self.line(BAD, message);
+    }
+
+    fn notice(&mut self, message: &str) {
+        self.line("", message);
     }
 
     fn info(&mut self, message: &str) {

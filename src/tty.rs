@@ -43,12 +43,14 @@ pub fn enter() -> std::io::Result<()> {
 }
 
 /// Puts the terminal back as [`enter`] found it. Safe to call more than
-/// once and from a panic hook.
+/// once and from a panic hook; the saved mode is kept, so a later call (at
+/// exit, after the line editor has set raw mode again while unwinding)
+/// still restores it.
 pub fn restore() {
     let original = match SAVED.lock() {
-        Ok(mut saved) => saved.take(),
+        Ok(saved) => saved.clone(),
         // A panic while the lock was held: the mode itself is still good.
-        Err(poisoned) => poisoned.into_inner().take(),
+        Err(poisoned) => poisoned.into_inner().clone(),
     };
     if let Some(original) = original {
         let mut out = std::io::stdout();

@@ -172,7 +172,12 @@ async fn handshake(
 /// kernel (see [`NOTSENT_LOWAT`]).
 fn tune(socket: &TcpStream) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
-    set_notsent_lowat(socket, NOTSENT_LOWAT)
+    // An old kernel without the option still chats; acks may just wait
+    // longer behind a large message.
+    if let Err(e) = set_notsent_lowat(socket, NOTSENT_LOWAT) {
+        debug!("TCP_NOTSENT_LOWAT not set: {e}");
+    }
+    Ok(())
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
