@@ -53,7 +53,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// limit it takes megabytes of a large message, and an ack or a small
 /// message written after them waits until they are on the wire; with it,
 /// the rest stays in the writer, where control frames go first.
-const NOTSENT_LOWAT: u32 = 128 * 1024;
+const NOTSENT_LOWAT: u32 = 64 * 1024;
 
 /// Bytes the reader takes in before it lets the other tasks run. The whole
 /// process is one thread; left to tokio's budget alone, a reader fed a large
