@@ -224,6 +224,16 @@ impl<W: Write + Send> PlainOutput<W> {
     }
 }
 
+/// Who the peer is, for people: its allow-list label (escaped) and
+/// fingerprint, or `identity` and the fingerprint; `None` without one.
+pub fn peer_identity(fingerprint: Option<Fingerprint>, label: Option<&str>) -> Option<String> {
+    let fp = fingerprint?;
+    Some(match label {
+        Some(label) => format!("{} {fp}", sanitize_line(label)),
+        None => format!("identity {fp}"),
+    })
+}
+
 /// A REJECT code in words, for people.
 pub fn reject_kind(code: u64) -> &'static str {
     match code {
@@ -260,12 +270,8 @@ impl<W: Write + Send> Output for PlainOutput<W> {
         fingerprint: Option<Fingerprint>,
         label: Option<&str>,
     ) {
-        let who = match (fingerprint, label) {
-            (Some(fp), Some(label)) => format!(" ({} {fp})", sanitize_line(label)),
-            (Some(fp), None) => format!(" (identity {fp})"),
-            (None, _) => " (no identity)".to_string(),
-        };
-        self.line(&format!("connected to {peer} over {transport}{who}"));
+        let who = peer_identity(fingerprint, label).unwrap_or_else(|| "no identity".into());
+        self.line(&format!("connected to {peer} over {transport} ({who})"));
     }
 
     fn sent(&mut self, _id: MessageId, _body: &[u8]) {

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use crate::body::Body;
 use crate::identity::Fingerprint;
 use crate::input::UserInput;
-use crate::output::{Output, format_rtt, reject_kind};
+use crate::output::{Output, format_rtt, peer_identity, reject_kind};
 use crate::render::{sanitize, sanitize_line};
 use crate::transport::{Disconnect, MessageId, close_code};
 
@@ -519,11 +519,7 @@ impl Output for TerminalOutput {
         fingerprint: Option<Fingerprint>,
         label: Option<&str>,
     ) {
-        let who = match (fingerprint, label) {
-            (Some(fp), Some(label)) => format!(" ({} {fp})", sanitize_line(label)),
-            (Some(fp), None) => format!(" (identity {fp})"),
-            (None, _) => String::new(),
-        };
+        let who = peer_identity(fingerprint, label).map_or(String::new(), |w| format!(" ({w})"));
         self.line(
             GOOD,
             &format!("connected with {peer} over {transport}{who}"),
