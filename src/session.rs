@@ -93,12 +93,14 @@ pub async fn run<T: Transport>(
     ack_wait: Duration,
 ) -> Outcome {
     let mut next_id: MessageId = 0;
+    // Bytes of messages sent and not yet confirmed (see `MAX_UNACKED`).
+    let mut unacked_bytes: usize = 0;
     // Ordered, so unconfirmed ids are listed in the order they were sent.
-    let mut outstanding: BTreeMap<MessageId, Instant> = BTreeMap::new();
+    let mut outstanding: BTreeMap<MessageId, Sent> = BTreeMap::new();
     // Set once a client's input has ended: close when everything is acked.
     let mut leaving_by: Option<Instant> = None;
     let mut stats = Stats::default();
-    let end = |d: Disconnect, outstanding: &BTreeMap<MessageId, Instant>, io: &mut UserIo| {
+    let end = |d: Disconnect, outstanding: &BTreeMap<MessageId, Sent>, io: &mut UserIo| {
         let unacked: Vec<MessageId> = outstanding.keys().copied().collect();
         io.out.disconnected(&d, &unacked);
         // Lines typed while the chat was closing were never read: say so.
@@ -116,7 +118,7 @@ pub async fn run<T: Transport>(
             quit: false,
         }
     };
-    let leave = |d, outstanding: &BTreeMap<MessageId, Instant>, io: &mut UserIo| Outcome {
+    let leave = |d, outstanding: &BTreeMap<MessageId, Sent>, io: &mut UserIo| Outcome {
         quit: true,
         ..end(d, outstanding, io)
     };
@@ -147,8 +149,9 @@ pub async fn run<T: Transport>(
                     stats.received += 1;
                 }
                 Event::Ack { id } => match outstanding.remove(&id) {
-                    Some(sent_at) => {
-                        let rtt = sent_at.elapsed();
+                    Some(sent) => {
+                        unacked_bytes -= sent.bytes;
+                        let rtt = sent.at.elapsed();
                         io.out.ack(id, rtt);
                         stats.rtts.push(rtt);
                         if let Some(by) = leaving_by.as_mut() {
@@ -158,21 +161,30 @@ pub async fn run<T: Transport>(
                     None => debug!(id, "ignoring ACK for a message not outstanding"),
                 },
                 Event::Rejected { id, code, reason } => match outstanding.remove(&id) {
-                    Some(_) => io.out.rejected(id, code, &reason),
+                    Some(sent) => {
+                        unacked_bytes -= sent.bytes;
+                        io.out.rejected(id, code, &reason);
+                    }
                     None => debug!(id, "ignoring REJECT for a message not outstanding"),
                 },
                 Event::Closed(d) => return end(d, &outstanding, io),
             },
             // Still read while leaving: /quit or Ctrl-C must work during the
             // wait, and a line typed then must be reported as not sent.
-            input = io.input.recv(), if io.input_open => match input {
+            // Not while too much is unconfirmed: the transport would queue
+            // it all, so piping a large file in would fill memory instead
+            // of waiting. (Ctrl-C is a signal, so it still gets through.)
+            input = io.input.recv(), if io.input_open
+                && outstanding.len() < MAX_UNACKED
+                && unacked_bytes < MAX_UNACKED_BYTES => match input {
                 Some(UserInput::Message(_)) if leaving_by.is_some() => {
                     io.out.error("not sent: input has ended and the chat is closing");
                 }
                 Some(UserInput::Message(body)) => {
                     let id = next_id;
                     next_id += 1;
-                    outstanding.insert(id, Instant::now());
+                    unacked_bytes += body.len();
+                    outstanding.insert(id, Sent { at: Instant::now(), bytes: body.len() });
                     io.out.sent(id, &body);
                     transport.send(id, body);
                     stats.sent += 1;
@@ -218,6 +230,19 @@ pub async fn run<T: Transport>(
         }
         flushed = false;
     }
+}
+
+/// Messages sent and not yet confirmed beyond which the session stops
+/// taking input until acknowledgements come back.
+const MAX_UNACKED: usize = 1024;
+/// The same bound in bytes (a single larger message still goes).
+const MAX_UNACKED_BYTES: usize = 32 << 20;
+
+/// A message sent and not yet confirmed.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    bytes: usize,
 }
 
 /// The user leaves: a client ends the chat, a server goes away.
@@ -466,6 +491,51 @@ mod tests {
         assert!(out.unacked.is_empty());
         assert!(out.disconnect.is_normal());
         assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 0");
+    }
+
+    #[tokio::test]
+    async fn input_waits_while_too_much_is_unconfirmed() {
+        let (peer, events) = mpsc::unbounded_channel();
+        let (user, input) = mpsc::channel(4096);
+        let (interrupt, interrupt_rx) = watch::channel(false);
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let mut transport = MemoryTransport {
+            events,
+            log: wire.clone(),
+        };
+        let mut io = UserIo {
+            input,
+            input_open: true,
+            out: Box::new(Recorder(Arc::new(Mutex::new(Vec::new())))),
+            interrupt: interrupt_rx,
+        };
+        for _ in 0..MAX_UNACKED + 100 {
+            user.send(msg("m")).await.unwrap();
+        }
+        let sends = |w: &Arc<Mutex<Vec<String>>>| {
+            w.lock().unwrap().iter().filter(|l| l.starts_with("send")).count()
+        };
+        let w = wire.clone();
+        let driver = tokio::spawn(async move {
+            while sends(&w) < MAX_UNACKED {
+                tokio::task::yield_now().await;
+            }
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            let stalled = sends(&w);
+            peer.send(Event::Ack { id: 0 }).unwrap();
+            while sends(&w) == stalled {
+                tokio::task::yield_now().await;
+            }
+            let after_one_ack = sends(&w);
+            interrupt.send(true).unwrap();
+            (stalled, after_one_ack)
+        });
+        run(&mut transport, &mut io, Role::Client, Duration::from_secs(5)).await;
+        let (stalled, after_one_ack) = driver.await.unwrap();
+        assert_eq!(stalled, MAX_UNACKED);
+        assert_eq!(after_one_ack, MAX_UNACKED + 1);
     }
 
     #[tokio::test(start_paused = true)]

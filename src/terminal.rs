@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use reedline::{
     Signal,
 };
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::body::Body;
 use crate::identity::Fingerprint;
@@ -237,26 +238,42 @@ fn edit(
         // winds down (waiting for acknowledgements, closing), its lines
         // are still printed above the prompt, until `finish` stops it.
         let failed = matches!(input, UserInput::Invalid(_));
-        let sent = match input {
-            // Never block on a full queue here: the session may itself be
-            // waiting for the screen, which waits for this thread.
-            UserInput::Message(_) => match tx.try_send(input) {
-                Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => Err("the chat is busy; try again"),
-                Err(mpsc::error::TrySendError::Closed(_)) => Err("the chat has ended"),
-            },
-            // Ctrl-D, /quit, /stats after the chat has ended: nothing to do.
-            other => {
-                let _ = tx.blocking_send(other);
-                Ok(())
+        // Never block on a full queue here: the session may itself be
+        // waiting for the screen, which waits for this thread; and it stops
+        // reading input while too much is unconfirmed.
+        if let UserInput::Quit = input {
+            // Leaving must work even then, so it goes as a signal, as
+            // Ctrl-C does outside raw mode; the session always listens.
+            interrupt();
+            continue;
+        }
+        match tx.try_send(input) {
+            Ok(()) => {}
+            Err(TrySendError::Full(UserInput::Message(_))) => {
+                print(stamped(
+                    "not sent: the chat is busy (too much unconfirmed); try again",
+                ));
             }
-        };
-        if let Err(why) = sent {
-            print(stamped(&format!("not sent: {why}")));
+            Err(TrySendError::Full(_)) => {
+                print(stamped("the chat is busy; Ctrl-C leaves now"));
+            }
+            Err(TrySendError::Closed(UserInput::Message(_))) => {
+                print(stamped("not sent: the chat has ended"));
+            }
+            // Ctrl-D or /stats after the chat has ended: nothing to do.
+            Err(TrySendError::Closed(_)) => {}
         }
         if failed {
             return;
         }
+    }
+}
+
+/// Sends this process SIGINT: the chat's Ctrl-C path (see `edit`).
+fn interrupt() {
+    use rustix::process::{Signal, getpid, kill_process};
+    if let Err(e) = kill_process(getpid(), Signal::INT) {
+        tracing::warn!("cannot signal Ctrl-C to this process: {e}");
     }
 }
 
@@ -283,7 +300,9 @@ pub fn finish() {
     loop {
         match screen.queue.try_send(stop) {
             Ok(()) => break,
-            Err(TrySendError::Full(again)) if std::time::Instant::now() < deadline => {
+            Err(std::sync::mpsc::TrySendError::Full(again))
+                if std::time::Instant::now() < deadline =>
+            {
                 stop = again;
                 std::thread::sleep(Duration::from_millis(5));
             }
