@@ -83,8 +83,12 @@ async fn chat(mode: Mode, cli: &Cli) -> Result<u8> {
         idle_timeout: args.idle_timeout,
     };
     let (interrupt_tx, interrupt) = watch::channel(false);
+    // Registered now, before the terminal is up: at a terminal Ctrl-C and
+    // /quit arrive as SIGINT, which must never find the default action.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if sigint.recv().await.is_some() {
             let _ = interrupt_tx.send(true);
         }
     });

@@ -513,7 +513,11 @@ mod tests {
             user.send(msg("m")).await.unwrap();
         }
         let sends = |w: &Arc<Mutex<Vec<String>>>| {
-            w.lock().unwrap().iter().filter(|l| l.starts_with("send")).count()
+            w.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with("send"))
+                .count()
         };
         let w = wire.clone();
         let driver = tokio::spawn(async move {
@@ -532,7 +536,13 @@ mod tests {
             interrupt.send(true).unwrap();
             (stalled, after_one_ack)
         });
-        run(&mut transport, &mut io, Role::Client, Duration::from_secs(5)).await;
+        run(
+            &mut transport,
+            &mut io,
+            Role::Client,
+            Duration::from_secs(5),
+        )
+        .await;
         let (stalled, after_one_ack) = driver.await.unwrap();
         assert_eq!(stalled, MAX_UNACKED);
         assert_eq!(after_one_ack, MAX_UNACKED + 1);
