@@ -212,7 +212,10 @@ fn edit(
                     continue;
                 }
                 Command::Stats => UserInput::Stats,
-                Command::Quit => UserInput::Quit,
+                Command::Quit => {
+                    interrupt();
+                    continue;
+                }
                 Command::Unknown(cmd) => {
                     print(stamped(&format!(
                         "unknown command {}; /help lists them, // sends a line starting with /",
@@ -226,9 +229,11 @@ fn edit(
                 // The editor leaves the input row as it was (`› ` and any
                 // text); the status lines that follow say what happened.
                 erase_row_above();
-                match signal {
-                    Signal::CtrlD if !ctrl_d_quits => UserInput::End,
-                    _ => UserInput::Quit,
+                if matches!(signal, Signal::CtrlD) && !ctrl_d_quits {
+                    UserInput::End
+                } else {
+                    interrupt();
+                    continue;
                 }
             }
             Ok(_) => continue,
@@ -240,13 +245,8 @@ fn edit(
         let failed = matches!(input, UserInput::Invalid(_));
         // Never block on a full queue here: the session may itself be
         // waiting for the screen, which waits for this thread; and it stops
-        // reading input while too much is unconfirmed.
-        if let UserInput::Quit = input {
-            // Leaving must work even then, so it goes as a signal, as
-            // Ctrl-C does outside raw mode; the session always listens.
-            interrupt();
-            continue;
-        }
+        // reading input while too much is unconfirmed. (Leaving does not
+        // depend on this queue: see `interrupt`.)
         match tx.try_send(input) {
             Ok(()) => {}
             Err(TrySendError::Full(UserInput::Message(_))) => {
@@ -269,7 +269,10 @@ fn edit(
     }
 }
 
-/// Sends this process SIGINT: the chat's Ctrl-C path (see `edit`).
+/// Leaves: Ctrl-C, /quit, and Ctrl-D at a server. In raw mode Ctrl-C is a
+/// key, not a signal; this sends the process the SIGINT it would have been,
+/// which the session always listens for, ahead of everything else and even
+/// while it takes no input.
 fn interrupt() {
     use rustix::process::{Signal, getpid, kill_process};
     if let Err(e) = kill_process(getpid(), Signal::INT) {
