@@ -202,16 +202,8 @@ fn check_all_received(p: &mut Peer, prefix: &str, n: u64, events: &[serde_json::
             p.fail(&format!("message {id} should be {want:?}: {m}"));
         }
     }
-    let dups: Vec<_> = seen
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .map(|(id, _)| *id)
-        .collect();
-    let missing: Vec<_> = (0..n).filter(|id| !seen.contains_key(id)).collect();
-    if !dups.is_empty() || !missing.is_empty() || seen.len() as u64 != n {
-        p.fail(&format!(
-            "messages: duplicated ids {dups:?}, missing ids {missing:?}"
-        ));
+    if let Some(problems) = id_problems(&seen, n) {
+        p.fail(&format!("messages: {problems}"));
     }
 }
 
@@ -221,17 +213,8 @@ fn check_acked_exactly_once(p: &mut Peer, n: u64) {
         assert!(a["rtt_us"].is_u64(), "[{}] ack.rtt_us: {a}", p.label);
         *seen.entry(a["id"].as_u64().expect("ack.id")).or_default() += 1;
     }
-    let dups: Vec<_> = seen
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .map(|(id, _)| *id)
-        .collect();
-    let missing: Vec<_> = (0..n).filter(|id| !seen.contains_key(id)).collect();
-    let extra: Vec<_> = seen.keys().filter(|id| **id >= n).collect();
-    if !dups.is_empty() || !missing.is_empty() || !extra.is_empty() {
-        p.fail(&format!(
-            "acks: duplicated {dups:?}, missing {missing:?}, unexpected {extra:?}"
-        ));
+    if let Some(problems) = id_problems(&seen, n) {
+        p.fail(&format!("acks: {problems}"));
     }
     let sent = p.events_named("sent").len() as u64;
     if sent != n {

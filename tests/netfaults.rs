@@ -74,17 +74,8 @@ fn check_delivered_exactly_once(p: &mut Peer, dir: &str, n: u64) {
             ));
         }
     }
-    let dups: Vec<u64> = seen
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .map(|(id, _)| *id)
-        .collect();
-    let missing: Vec<u64> = (0..n).filter(|id| !seen.contains_key(id)).collect();
-    let extra: Vec<u64> = seen.keys().copied().filter(|id| *id >= n).collect();
-    if !dups.is_empty() || !missing.is_empty() || !extra.is_empty() {
-        p.fail(&format!(
-            "messages {dir}: duplicated ids {dups:?}, missing ids {missing:?}, unexpected ids {extra:?}"
-        ));
+    if let Some(problems) = id_problems(&seen, n) {
+        p.fail(&format!("messages {dir}: {problems}"));
     }
 }
 
@@ -108,17 +99,8 @@ fn check_acked_exactly_once(p: &mut Peer, n: u64) {
         }
         *seen.entry(id_of(p, a)).or_default() += 1;
     }
-    let dups: Vec<u64> = seen
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .map(|(id, _)| *id)
-        .collect();
-    let missing: Vec<u64> = (0..n).filter(|id| !seen.contains_key(id)).collect();
-    let extra: Vec<u64> = seen.keys().copied().filter(|id| *id >= n).collect();
-    if !dups.is_empty() || !missing.is_empty() || !extra.is_empty() {
-        p.fail(&format!(
-            "acks: duplicated {dups:?}, missing {missing:?}, unexpected {extra:?}"
-        ));
+    if let Some(problems) = id_problems(&seen, n) {
+        p.fail(&format!("acks: {problems}"));
     }
     if !p.events_named("rejected").is_empty() {
         p.fail("no message should have been rejected");

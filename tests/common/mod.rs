@@ -1450,3 +1450,18 @@ pub fn chat_cert(out: &Path, extra: &[&str]) -> (ExitStatus, Option<String>, Pee
         .next();
     (st, fp, p)
 }
+
+/// What is wrong with ids counted in `seen`, which should be each of
+/// 0..n exactly once: `None` when nothing is.
+pub fn id_problems(seen: &std::collections::BTreeMap<u64, usize>, n: u64) -> Option<String> {
+    let dups: Vec<u64> = seen
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    let missing: Vec<u64> = (0..n).filter(|id| !seen.contains_key(id)).collect();
+    let extra: Vec<u64> = seen.keys().copied().filter(|id| *id >= n).collect();
+    (!dups.is_empty() || !missing.is_empty() || !extra.is_empty()).then(|| {
+        format!("duplicated ids {dups:?}, missing ids {missing:?}, unexpected ids {extra:?}")
+    })
+}
