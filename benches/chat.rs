@@ -418,6 +418,16 @@ fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
     let p = &env.plan;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let per_msg = |cpu: Option<Duration>, n: usize| cpu.map_or(f64::NAN, |c| us(c) / n as f64);
+    // Figures both rate cases report: rate and CPU per message.
+    let rate_figures = |n: usize, elapsed: Duration, client: Option<Duration>, server| {
+        let (c, s) = (per_msg(client, n), per_msg(server, n));
+        vec![
+            ("msgs_per_s", n as f64 / elapsed.as_secs_f64()),
+            ("cpu_per_msg_us", c + s),
+            ("client_cpu_per_msg_us", c),
+            ("server_cpu_per_msg_us", s),
+        ]
+    };
     Ok(match (case, via) {
         ("floor", _) => {
             let rtts = match kind {
@@ -442,30 +452,13 @@ fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
         )?),
         ("rate", Via::Lib) => {
             let r = library::rate(kind, &env.lib, p.rate_size, p.rate_n)?;
-            let (c, s) = (
-                per_msg(r.client_cpu, r.messages),
-                per_msg(r.server_cpu, r.messages),
-            );
-            vec![
-                ("msgs_per_s", r.messages as f64 / r.elapsed.as_secs_f64()),
-                ("cpu_per_msg_us", c + s),
-                ("client_cpu_per_msg_us", c),
-                ("server_cpu_per_msg_us", s),
-            ]
+            rate_figures(r.messages, r.elapsed, r.client_cpu, r.server_cpu)
         }
         ("rate", _) => {
             let r = binary::rate(&env.bin, kind, p.rate_size, p.rate_n)?;
-            let (c, s) = (
-                per_msg(r.client_cpu, r.messages),
-                per_msg(r.server_cpu, r.messages),
-            );
-            vec![
-                ("msgs_per_s", r.messages as f64 / r.elapsed.as_secs_f64()),
-                ("cpu_per_msg_us", c + s),
-                ("client_cpu_per_msg_us", c),
-                ("server_cpu_per_msg_us", s),
-                ("harness_cpu_per_msg_us", per_msg(r.harness_cpu, r.messages)),
-            ]
+            let mut figures = rate_figures(r.messages, r.elapsed, r.client_cpu, r.server_cpu);
+            figures.push(("harness_cpu_per_msg_us", per_msg(r.harness_cpu, r.messages)));
+            figures
         }
         ("bulk", Via::Lib) => {
             let times = library::bulk(kind, &env.lib, p.bulk_size, p.bulk_reps)?;
