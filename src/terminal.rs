@@ -326,16 +326,12 @@ pub fn finish() {
     crate::tty::restore();
 }
 
-/// Puts the terminal back as it was (cooked mode, no bracketed paste), for
-/// exits that do not go through [`finish`]: panics.
-pub fn restore() {
-    crate::tty::restore();
-}
-
+/// Restores the terminal on a panic too (cooked mode, no bracketed paste),
+/// before the panic message is printed.
 fn install_panic_restore() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        restore();
+        crate::tty::restore();
         previous(info);
     }));
 }
