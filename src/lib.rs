@@ -29,3 +29,4 @@ pub mod terminal;
 pub mod tls;
 pub mod transport;
 pub mod tty;
+pub mod unconfirmed;

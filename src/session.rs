@@ -7,7 +7,6 @@
 //! only the [`Transport`] trait, which is what lets it be unit-tested against
 //! an in-memory transport.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -17,6 +16,7 @@ use tracing::debug;
 use crate::input::UserInput;
 use crate::output::Output;
 use crate::transport::{Disconnect, Event, MessageId, Transport, close_code};
+use crate::unconfirmed::Unconfirmed;
 
 /// Which end of the chat this is; it decides what end of input and Ctrl-C do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,15 +93,12 @@ pub async fn run<T: Transport>(
     ack_wait: Duration,
 ) -> Outcome {
     let mut next_id: MessageId = 0;
-    // Bytes of messages sent and not yet confirmed (see `MAX_UNACKED`).
-    let mut unacked_bytes: usize = 0;
-    // Ordered, so unconfirmed ids are listed in the order they were sent.
-    let mut outstanding: BTreeMap<MessageId, Sent> = BTreeMap::new();
+    let mut outstanding = Unconfirmed::default();
     // Set once a client's input has ended: close when everything is acked.
     let mut leaving_by: Option<Instant> = None;
     let mut stats = Stats::default();
-    let end = |d: Disconnect, outstanding: &BTreeMap<MessageId, Sent>, io: &mut UserIo| {
-        let unacked: Vec<MessageId> = outstanding.keys().copied().collect();
+    let end = |d: Disconnect, outstanding: &Unconfirmed, io: &mut UserIo| {
+        let unacked = outstanding.ids();
         io.out.disconnected(&d, &unacked);
         // Lines typed while the chat was closing were never read: say so.
         // (A server reads them next, and answers that no one is connected.)
@@ -118,7 +115,7 @@ pub async fn run<T: Transport>(
             quit: false,
         }
     };
-    let leave = |d, outstanding: &BTreeMap<MessageId, Sent>, io: &mut UserIo| Outcome {
+    let leave = |d, outstanding: &Unconfirmed, io: &mut UserIo| Outcome {
         quit: true,
         ..end(d, outstanding, io)
     };
@@ -148,9 +145,8 @@ pub async fn run<T: Transport>(
                     io.out.message(id, &body);
                     stats.received += 1;
                 }
-                Event::Ack { id } => match outstanding.remove(&id) {
+                Event::Ack { id } => match outstanding.remove(id) {
                     Some(sent) => {
-                        unacked_bytes -= sent.bytes;
                         let rtt = sent.at.elapsed();
                         io.out.ack(id, rtt);
                         stats.rtts.push(rtt);
@@ -160,11 +156,8 @@ pub async fn run<T: Transport>(
                     }
                     None => debug!(id, "ignoring ACK for a message not outstanding"),
                 },
-                Event::Rejected { id, code, reason } => match outstanding.remove(&id) {
-                    Some(sent) => {
-                        unacked_bytes -= sent.bytes;
-                        io.out.rejected(id, code, &reason);
-                    }
+                Event::Rejected { id, code, reason } => match outstanding.remove(id) {
+                    Some(_) => io.out.rejected(id, code, &reason),
                     None => debug!(id, "ignoring REJECT for a message not outstanding"),
                 },
                 Event::Closed(d) => return end(d, &outstanding, io),
@@ -174,17 +167,14 @@ pub async fn run<T: Transport>(
             // Not while too much is unconfirmed: the transport would queue
             // it all, so piping a large file in would fill memory instead
             // of waiting. (Ctrl-C is a signal, so it still gets through.)
-            input = io.input.recv(), if io.input_open
-                && outstanding.len() < MAX_UNACKED
-                && unacked_bytes < MAX_UNACKED_BYTES => match input {
+            input = io.input.recv(), if io.input_open && outstanding.has_room() => match input {
                 Some(UserInput::Message(_)) if leaving_by.is_some() => {
                     io.out.error("not sent: input has ended and the chat is closing");
                 }
                 Some(UserInput::Message(body)) => {
                     let id = next_id;
                     next_id += 1;
-                    unacked_bytes += body.len();
-                    outstanding.insert(id, Sent { at: Instant::now(), bytes: body.len() });
+                    outstanding.insert(id, body.len());
                     io.out.sent(id, &body);
                     transport.send(id, body);
                     stats.sent += 1;
@@ -192,7 +182,7 @@ pub async fn run<T: Transport>(
                 Some(UserInput::Stats) => io.out.info(&stats.summary()),
                 Some(UserInput::Quit) => {
                     io.out.flush();
-                let d = quit(transport, role).await;
+                    let d = quit(transport, role).await;
                     return leave(d, &outstanding, io);
                 }
                 Some(UserInput::Invalid(why)) => io.out.error(&why),
@@ -217,7 +207,7 @@ pub async fn run<T: Transport>(
             },
             () = sleep_until_some(leaving_by) => {
                 io.out.flush();
-            let d = close(transport, close_code::NO_ERROR, "the client left").await;
+                let d = close(transport, close_code::NO_ERROR, "the client left").await;
                 return end(d, &outstanding, io);
             }
             // Last in a biased select: taken only when nothing above is
@@ -230,19 +220,6 @@ pub async fn run<T: Transport>(
         }
         flushed = false;
     }
-}
-
-/// Messages sent and not yet confirmed beyond which the session stops
-/// taking input until acknowledgements come back.
-const MAX_UNACKED: usize = 1024;
-/// The same bound in bytes (a single larger message still goes).
-const MAX_UNACKED_BYTES: usize = 32 << 20;
-
-/// A message sent and not yet confirmed.
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    at: Instant,
-    bytes: usize,
 }
 
 /// The user leaves: a client ends the chat, a server goes away.
@@ -509,7 +486,7 @@ mod tests {
             out: Box::new(Recorder(Arc::new(Mutex::new(Vec::new())))),
             interrupt: interrupt_rx,
         };
-        for _ in 0..MAX_UNACKED + 100 {
+        for _ in 0..crate::unconfirmed::MAX_MESSAGES + 100 {
             user.send(msg("m")).await.unwrap();
         }
         let sends = |w: &Arc<Mutex<Vec<String>>>| {
@@ -521,7 +498,7 @@ mod tests {
         };
         let w = wire.clone();
         let driver = tokio::spawn(async move {
-            while sends(&w) < MAX_UNACKED {
+            while sends(&w) < crate::unconfirmed::MAX_MESSAGES {
                 tokio::task::yield_now().await;
             }
             for _ in 0..50 {
@@ -544,8 +521,8 @@ mod tests {
         )
         .await;
         let (stalled, after_one_ack) = driver.await.unwrap();
-        assert_eq!(stalled, MAX_UNACKED);
-        assert_eq!(after_one_ack, MAX_UNACKED + 1);
+        assert_eq!(stalled, crate::unconfirmed::MAX_MESSAGES);
+        assert_eq!(after_one_ack, crate::unconfirmed::MAX_MESSAGES + 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -528,6 +528,13 @@ pub fn hol(
                 }
             }
         }
+        // Acks that come after the big one's say nothing about head-of-line
+        // blocking (the big one finished too soon, or the small ones were not
+        // sent while it was in flight): no figures rather than wrong ones.
+        ensure!(
+            during == n,
+            "only {during} of {n} small messages were acknowledged while the big one was in flight"
+        );
         Ok(Hol {
             small: small_rtts,
             during,
