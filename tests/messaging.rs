@@ -11,6 +11,7 @@ both_transports!(
     all_byte_values_and_utf8_detection,
     empty_message,
     large_message_8_mib,
+    small_message_goes_while_a_large_one_is_in_flight,
     pipelined_1000_messages_each_way,
     malformed_stdin_line_yields_error_and_sends_nothing,
 );
@@ -188,6 +189,31 @@ fn large_message_8_mib(t: Transport) {
 
     // A small message still works afterwards.
     exchange(&mut client, &mut server, 1, "small after large");
+}
+
+/// A message larger than the sender's bound on unconfirmed bytes (32 MiB)
+/// does not hold up what is typed after it: the small message is sent,
+/// received and acknowledged while the large one is still in flight.
+fn small_message_goes_while_a_large_one_is_in_flight(t: Transport) {
+    const LEN: usize = 48 * 1024 * 1024;
+    let Chat {
+        mut server,
+        mut client,
+        ..
+    } = start_chat(t, &["--max-message-size", "67108864"], &[]);
+    client.send_text(&"x".repeat(LEN));
+    client.send_text("small");
+    let small_ack = client.wait_event_id("ack", 1, LONG_TIMEOUT);
+    if !client.events_named("ack").iter().all(|a| a["id"] != 0) {
+        client.fail(&format!(
+            "the large message was acked before the small one: {small_ack}"
+        ));
+    }
+    let small = server.wait_event_id("message", 1, TIMEOUT);
+    assert_eq!(small["text"].as_str(), Some("small"), "{small}");
+    let big = server.wait_event_id("message", 0, LONG_TIMEOUT);
+    assert_eq!(big["bytes"].as_u64(), Some(LEN as u64), "message.bytes");
+    client.wait_event_id("ack", 0, LONG_TIMEOUT);
 }
 
 fn check_all_received(p: &mut Peer, prefix: &str, n: u64, events: &[serde_json::Value]) {
