@@ -11,7 +11,8 @@
 //!
 //! Cases, each for QUIC and for TLS over TCP:
 //! - **floor**: bare UDP / TCP (`TCP_NODELAY`) ping-pong, 32 B, tokio on
-//!   both sides, one `current_thread` runtime per side ([`floor`]);
+//!   both sides, one `current_thread` runtime per side ([`floor`]); the TCP
+//!   row also shows the same ping-pong over TLS, for what TLS alone adds;
 //! - **rtt**: sequential 32 B messages, p50/p90/p99/max of the RTT the
 //!   session reports, and its ratio to the floor; through the library
 //!   ([`library`]) and through the real binary ([`binary`]);
@@ -341,8 +342,17 @@ fn describe(case: &str, via: Via, kind: Kind, p: &Plan) -> String {
     match (case, via) {
         ("floor", _) => format!(
             "bare {socket} ping-pong on loopback, {} B each way, {} round trips after {} warm-up; \
-             tokio, one current_thread runtime per side on its own thread; timed by the client",
-            p.small, p.rtt_n, p.rtt_warmup
+             tokio, one current_thread runtime per side on its own thread; timed by the client{}",
+            p.small,
+            p.rtt_n,
+            p.rtt_warmup,
+            match kind {
+                Kind::Quic => "",
+                Kind::Tcp => {
+                    "; tls = the same over TLS 1.3 with the chat's TLS configuration \
+                     (tokio-rustls, one task per side): what TLS alone adds, not a floor"
+                }
+            }
         ),
         ("rtt", Via::Lib) => format!(
             "{} sequential {} B messages (after {} warm-up) through {t}::connect/Listener and \
@@ -434,7 +444,16 @@ fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
                 Kind::Quic => floor::udp(p.small, p.rtt_warmup, p.rtt_n)?,
                 Kind::Tcp => floor::tcp(p.small, p.rtt_warmup, p.rtt_n)?,
             };
-            latency_figures(&rtts)
+            let mut f = latency_figures(&rtts);
+            if kind == Kind::Tcp {
+                let (identity, client) = library::tls_parts(&env.lib)?;
+                let tls = floor::tls(identity, client, p.small, p.rtt_warmup, p.rtt_n)?;
+                let t = latency_figures(&tls);
+                let get = |name| t.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |f| f.1);
+                f.push(("tls_p50_us", get("p50_us")));
+                f.push(("tls_p99_us", get("p99_us")));
+            }
+            f
         }
         ("rtt", Via::Lib) => latency_figures(&library::rtt(
             kind,

@@ -13,7 +13,31 @@ both_transports!(
     killed_server_reports_unacked_messages,
     client_end_of_input_waits_for_acks_then_exits_0,
     server_sigint_sends_going_away,
+    silent_chat_outlives_the_idle_timeout,
 );
+
+/// A chat in which nobody types stays open well past the idle timeout
+/// (keep-alives flow both ways), and then still carries messages.
+fn silent_chat_outlives_the_idle_timeout(t: Transport) {
+    let idle = ["--idle-timeout", "2"];
+    let Chat {
+        mut server,
+        mut client,
+        ..
+    } = start_chat(t, &idle, &idle);
+    server.settle(Duration::from_secs(5));
+    client.settle(Duration::ZERO);
+    for p in [&server, &client] {
+        let gone = p.events_named("disconnected");
+        assert!(
+            gone.is_empty(),
+            "[{}] a silent chat was closed: {gone:?}",
+            p.label
+        );
+    }
+    exchange(&mut client, &mut server, 0, "still here");
+    exchange(&mut server, &mut client, 0, "so am I");
+}
 
 /// While a chat is open, a second client is closed with BUSY (code 1, a
 /// reason) and exits 1; the first chat is not disturbed.

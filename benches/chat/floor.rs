@@ -112,3 +112,66 @@ pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
     echo.wait(Duration::from_secs(5))?;
     Ok(rtts)
 }
+
+/// Round-trip times of `n` TLS 1.3 ping-pongs of `size` bytes after
+/// `warmup`: TCP as in [`tcp`], with the chat's own TLS configurations
+/// (`chat::tls`) through tokio-rustls, one task per side. Not a floor the
+/// targets use, but what TLS alone adds to it.
+pub fn tls(
+    identity: chat::identity::Identity,
+    client: rustls::ClientConfig,
+    size: usize,
+    warmup: usize,
+    n: usize,
+) -> Result<Vec<Duration>> {
+    let server = std::sync::Arc::new(chat::tls::server_config(&identity)?);
+    let (ready_tx, ready) = std::sync::mpsc::channel::<SocketAddr>();
+    let echo = spawn_runtime("floor-tls-echo", move || async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        ready_tx.send(listener.local_addr()?)?;
+        let (sock, _) = listener.accept().await?;
+        sock.set_nodelay(true)?;
+        let mut sock = tokio_rustls::TlsAcceptor::from(server).accept(sock).await?;
+        let mut buf = vec![0u8; size];
+        loop {
+            match sock.read_exact(&mut buf).await {
+                Ok(_) => {
+                    sock.write_all(&buf).await?;
+                    sock.flush().await?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })?;
+    let addr = ready
+        .recv_timeout(Duration::from_secs(10))
+        .context("TLS echo did not start")?;
+    let client = spawn_runtime("floor-tls-client", move || async move {
+        let sock = TcpStream::connect(addr).await?;
+        sock.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from("chat")?;
+        let mut sock = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+            .connect(name, sock)
+            .await?;
+        let msg = vec![b'x'; size];
+        let mut buf = vec![0u8; size];
+        let mut rtts = Vec::with_capacity(n);
+        for i in 0..warmup + n {
+            let t0 = Instant::now();
+            sock.write_all(&msg).await?;
+            sock.flush().await?;
+            tokio::time::timeout(ECHO_TIMEOUT, sock.read_exact(&mut buf))
+                .await
+                .context("TLS echo stalled")??;
+            if i >= warmup {
+                rtts.push(t0.elapsed());
+            }
+        }
+        sock.shutdown().await?;
+        Ok(rtts)
+    })?;
+    let rtts = client.wait(CASE_TIMEOUT)?;
+    echo.wait(Duration::from_secs(5))?;
+    Ok(rtts)
+}

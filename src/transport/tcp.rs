@@ -456,6 +456,11 @@ enum Next {
 impl<W: AsyncWrite + Unpin> Writer<W> {
     async fn run(mut self) {
         let mut last_write = Instant::now();
+        // One timer for the whole connection, moved only when it fires: a
+        // timer set per write costs the runtime a wake-up of its own, which
+        // showed as microseconds on every round trip.
+        let ping = tokio::time::sleep(self.ping_every);
+        tokio::pin!(ping);
         loop {
             // Control frames first, always.
             while let Ok(cmd) = self.control.try_recv() {
@@ -481,8 +486,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     None => return,
                 },
                 Some(m) = self.outgoing.recv() => self.waiting.push_back(m),
-                _ = tokio::time::sleep_until(last_write + self.ping_every) => {
-                    Frame::Ping.encode(&mut self.out);
+                () = &mut ping => {
+                    let due = last_write + self.ping_every;
+                    if Instant::now() >= due {
+                        Frame::Ping.encode(&mut self.out);
+                        ping.as_mut().reset(Instant::now() + self.ping_every);
+                    } else {
+                        ping.as_mut().reset(due);
+                    }
                 }
             }
         }
@@ -597,13 +608,17 @@ enum Flow {
 impl<R: AsyncRead + Unpin> Reader<R> {
     async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut deadline = Instant::now() + self.limits.idle_timeout;
+        let idle = self.limits.idle_timeout;
+        let mut last_frame = Instant::now();
+        // As the writer's ping timer: set once, moved only when it fires.
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
         let mut this_turn = 0;
         let flow = 'conn: loop {
             loop {
                 match FrameDecoder.decode(&mut buf) {
                     Ok(Some(frame)) => {
-                        deadline = Instant::now() + self.limits.idle_timeout;
+                        last_frame = Instant::now();
                         match self.handle(frame).await {
                             Flow::Go => {}
                             other => break 'conn other,
@@ -620,8 +635,18 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
-            match tokio::time::timeout_at(deadline, self.io.read_buf(&mut buf)).await {
-                Err(_) => {
+            let read = tokio::select! {
+                biased;
+                read = self.io.read_buf(&mut buf) => Ok(read),
+                () = &mut idle_timer => Err(()),
+            };
+            match read {
+                Err(()) => {
+                    let due = last_frame + idle;
+                    if Instant::now() < due {
+                        idle_timer.as_mut().reset(due);
+                        continue;
+                    }
                     break Flow::End(Disconnect::Lost {
                         reason: "connection lost (idle timeout)".into(),
                     });
