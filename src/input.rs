@@ -33,30 +33,54 @@ pub enum UserInput {
 pub fn spawn_stdin(json: bool) -> mpsc::Receiver<UserInput> {
     // A few lines of slack; beyond that the reader waits, so piping a huge
     // file in does not buffer it all in memory.
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = mpsc::channel(QUEUE);
     std::thread::spawn(move || {
+        // Only to wait for room in the queue; it drives no I/O.
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+            return;
+        };
         let stdin = std::io::stdin();
-        let mut lock = stdin.lock();
+        let mut lock = std::io::BufReader::with_capacity(64 * 1024, stdin.lock());
         let mut line = Vec::new();
+        // Room reserved in the queue, taken a batch at a time: waiting for
+        // one free slot per line would cost the session a thread wake-up per
+        // line while a pipe keeps the queue full. A line is still passed on
+        // as soon as it is read.
+        let mut room = None;
+        let mut send = |input: UserInput| -> bool {
+            loop {
+                if let Some(permit) = room.as_mut().and_then(Iterator::next) {
+                    mpsc::Permit::send(permit, input);
+                    return true;
+                }
+                match rt.block_on(tx.reserve_many(QUEUE / 4)) {
+                    Ok(permits) => room = Some(permits),
+                    Err(_) => return false,
+                }
+            }
+        };
         loop {
             line.clear();
             match lock.read_until(b'\n', &mut line) {
                 Ok(0) => break,
                 Ok(_) => {
-                    if tx.blocking_send(parse_line(&line, json)).is_err() {
+                    if !send(parse_line(&line, json)) {
                         return;
                     }
                 }
                 Err(e) => {
-                    let _ = tx.blocking_send(UserInput::Invalid(format!("cannot read input: {e}")));
+                    send(UserInput::Invalid(format!("cannot read input: {e}")));
                     break;
                 }
             }
         }
-        let _ = tx.blocking_send(UserInput::End);
+        send(UserInput::End);
     });
     rx
 }
+
+/// Lines read ahead of the session.
+const QUEUE: usize = 256;
 
 /// Turns one input line (with or without its line ending) into input.
 pub fn parse_line(line: &[u8], json: bool) -> UserInput {
