@@ -4,12 +4,15 @@
 //! wait behind each other; acknowledgements travel on a dedicated control
 //! stream, so an ack never waits behind message data. Per connection there
 //! are a few long-lived tasks (control writer, message sender, stream
-//! acceptor, close watcher, control-stream watchdog) plus one short task per
-//! message stream in each direction.
+//! acceptor, close watcher, control-stream watchdog); a message stream is
+//! written or read in place when it can be done in one go, as a short
+//! message usually can, and gets a short task of its own only if it has to
+//! wait.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -511,7 +514,21 @@ async fn send_messages(
                 return;
             }
         };
-        tokio::spawn(write_message(stream, id, body));
+        run_or_spawn(write_message(stream, id, body)).await;
+    }
+}
+
+/// Polls `task` once here and gives it a task of its own only if it has to
+/// wait. A short message usually leaves, or arrives, whole in that one
+/// poll, and spawning a task for it costs more than the work it carries.
+async fn run_or_spawn<F>(task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut task = Box::pin(task);
+    let first = std::future::poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx))).await;
+    if first.is_pending() {
+        tokio::spawn(task);
     }
 }
 
@@ -543,9 +560,7 @@ async fn write_message(mut stream: SendStream, id: MessageId, body: Bytes) {
 async fn accept_streams(shared: Shared) {
     loop {
         match shared.conn.accept_uni().await {
-            Ok(stream) => {
-                tokio::spawn(read_stream(shared.clone(), stream));
-            }
+            Ok(stream) => run_or_spawn(read_stream(shared.clone(), stream)).await,
             Err(e) => {
                 debug!("no more streams: {}", sanitize_line(&e.to_string()));
                 return;
