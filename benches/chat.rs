@@ -423,6 +423,18 @@ fn describe(case: &str, via: Via, kind: Kind, p: &Plan) -> String {
 
 type Figures = Vec<(&'static str, f64)>;
 
+/// Latency figures of a ping-pong, and the CPU time both sides spent per
+/// round trip (less disturbed by the machine's load than the latency, so it
+/// shows where the time goes).
+fn pingpong_figures(p: &floor::PingPong) -> Figures {
+    let mut f = latency_figures(&p.rtts);
+    let per_rt = p
+        .cpu
+        .map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / p.rtts.len() as f64);
+    f.push(("cpu_per_rt_us", per_rt));
+    f
+}
+
 /// Runs one case once.
 fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
     let p = &env.plan;
@@ -440,22 +452,23 @@ fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
     };
     Ok(match (case, via) {
         ("floor", _) => {
-            let rtts = match kind {
+            let floor = match kind {
                 Kind::Quic => floor::udp(p.small, p.rtt_warmup, p.rtt_n)?,
                 Kind::Tcp => floor::tcp(p.small, p.rtt_warmup, p.rtt_n)?,
             };
-            let mut f = latency_figures(&rtts);
+            let mut f = pingpong_figures(&floor);
             if kind == Kind::Tcp {
                 let (identity, client) = library::tls_parts(&env.lib)?;
                 let tls = floor::tls(identity, client, p.small, p.rtt_warmup, p.rtt_n)?;
-                let t = latency_figures(&tls);
+                let t = pingpong_figures(&tls);
                 let get = |name| t.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |f| f.1);
                 f.push(("tls_p50_us", get("p50_us")));
                 f.push(("tls_p99_us", get("p99_us")));
+                f.push(("tls_cpu_per_rt_us", get("cpu_per_rt_us")));
             }
             f
         }
-        ("rtt", Via::Lib) => latency_figures(&library::rtt(
+        ("rtt", Via::Lib) => pingpong_figures(&library::rtt(
             kind,
             &env.lib,
             p.small,

@@ -17,7 +17,15 @@ use anyhow::{Context, Result, ensure};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::util::spawn_runtime;
+use crate::util::{CpuClock, spawn_runtime, thread_id};
+
+/// What a ping-pong measured.
+pub struct PingPong {
+    pub rtts: Vec<Duration>,
+    /// CPU time of both threads (client and echo) over the timed round
+    /// trips.
+    pub cpu: Option<Duration>,
+}
 
 /// Longest a single echo may take before the case is declared broken (a lost
 /// datagram on loopback would otherwise hang it).
@@ -25,11 +33,11 @@ const ECHO_TIMEOUT: Duration = Duration::from_secs(2);
 const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Round-trip times of `n` UDP ping-pongs of `size` bytes after `warmup`.
-pub fn udp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
-    let (ready_tx, ready) = std::sync::mpsc::channel::<SocketAddr>();
+pub fn udp(size: usize, warmup: usize, n: usize) -> Result<PingPong> {
+    let (ready_tx, ready) = std::sync::mpsc::channel::<(SocketAddr, i64)>();
     let echo = spawn_runtime("floor-udp-echo", move || async move {
         let sock = UdpSocket::bind("127.0.0.1:0").await?;
-        ready_tx.send(sock.local_addr()?)?;
+        ready_tx.send((sock.local_addr()?, thread_id()))?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let (len, from) = sock.recv_from(&mut buf).await?;
@@ -40,7 +48,7 @@ pub fn udp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
             sock.send_to(&buf[..len], from).await?;
         }
     })?;
-    let addr = ready
+    let (addr, echo_tid) = ready
         .recv_timeout(Duration::from_secs(10))
         .context("UDP echo did not start")?;
     let client = spawn_runtime("floor-udp-client", move || async move {
@@ -49,7 +57,11 @@ pub fn udp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
         let msg = vec![b'x'; size];
         let mut buf = vec![0u8; 64 * 1024];
         let mut rtts = Vec::with_capacity(n);
+        let mut cpu = CpuClock::new(echo_tid);
         for i in 0..warmup + n {
+            if i == warmup {
+                cpu.start();
+            }
             let t0 = Instant::now();
             sock.send(&msg).await?;
             let got = tokio::time::timeout(ECHO_TIMEOUT, sock.recv(&mut buf))
@@ -61,8 +73,9 @@ pub fn udp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
                 rtts.push(rtt);
             }
         }
+        let cpu = cpu.stop();
         sock.send(&[]).await?;
-        Ok(rtts)
+        Ok(PingPong { rtts, cpu })
     })?;
     let rtts = client.wait(CASE_TIMEOUT)?;
     echo.wait(Duration::from_secs(5))?;
@@ -70,11 +83,11 @@ pub fn udp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
 }
 
 /// Round-trip times of `n` TCP ping-pongs of `size` bytes after `warmup`.
-pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
-    let (ready_tx, ready) = std::sync::mpsc::channel::<SocketAddr>();
+pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<PingPong> {
+    let (ready_tx, ready) = std::sync::mpsc::channel::<(SocketAddr, i64)>();
     let echo = spawn_runtime("floor-tcp-echo", move || async move {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        ready_tx.send(listener.local_addr()?)?;
+        ready_tx.send((listener.local_addr()?, thread_id()))?;
         let (mut sock, _) = listener.accept().await?;
         sock.set_nodelay(true)?;
         let mut buf = vec![0u8; size];
@@ -87,7 +100,7 @@ pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
             }
         }
     })?;
-    let addr = ready
+    let (addr, echo_tid) = ready
         .recv_timeout(Duration::from_secs(10))
         .context("TCP echo did not start")?;
     let client = spawn_runtime("floor-tcp-client", move || async move {
@@ -96,7 +109,11 @@ pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
         let msg = vec![b'x'; size];
         let mut buf = vec![0u8; size];
         let mut rtts = Vec::with_capacity(n);
+        let mut cpu = CpuClock::new(echo_tid);
         for i in 0..warmup + n {
+            if i == warmup {
+                cpu.start();
+            }
             let t0 = Instant::now();
             sock.write_all(&msg).await?;
             tokio::time::timeout(ECHO_TIMEOUT, sock.read_exact(&mut buf))
@@ -106,7 +123,10 @@ pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
                 rtts.push(t0.elapsed());
             }
         }
-        Ok(rtts)
+        Ok(PingPong {
+            rtts,
+            cpu: cpu.stop(),
+        })
     })?;
     let rtts = client.wait(CASE_TIMEOUT)?;
     echo.wait(Duration::from_secs(5))?;
@@ -123,12 +143,12 @@ pub fn tls(
     size: usize,
     warmup: usize,
     n: usize,
-) -> Result<Vec<Duration>> {
+) -> Result<PingPong> {
     let server = std::sync::Arc::new(chat::tls::server_config(&identity)?);
-    let (ready_tx, ready) = std::sync::mpsc::channel::<SocketAddr>();
+    let (ready_tx, ready) = std::sync::mpsc::channel::<(SocketAddr, i64)>();
     let echo = spawn_runtime("floor-tls-echo", move || async move {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        ready_tx.send(listener.local_addr()?)?;
+        ready_tx.send((listener.local_addr()?, thread_id()))?;
         let (sock, _) = listener.accept().await?;
         sock.set_nodelay(true)?;
         let mut sock = tokio_rustls::TlsAcceptor::from(server).accept(sock).await?;
@@ -144,7 +164,7 @@ pub fn tls(
             }
         }
     })?;
-    let addr = ready
+    let (addr, echo_tid) = ready
         .recv_timeout(Duration::from_secs(10))
         .context("TLS echo did not start")?;
     let client = spawn_runtime("floor-tls-client", move || async move {
@@ -157,7 +177,11 @@ pub fn tls(
         let msg = vec![b'x'; size];
         let mut buf = vec![0u8; size];
         let mut rtts = Vec::with_capacity(n);
+        let mut cpu = CpuClock::new(echo_tid);
         for i in 0..warmup + n {
+            if i == warmup {
+                cpu.start();
+            }
             let t0 = Instant::now();
             sock.write_all(&msg).await?;
             sock.flush().await?;
@@ -168,8 +192,9 @@ pub fn tls(
                 rtts.push(t0.elapsed());
             }
         }
+        let cpu = cpu.stop();
         sock.shutdown().await?;
-        Ok(rtts)
+        Ok(PingPong { rtts, cpu })
     })?;
     let rtts = client.wait(CASE_TIMEOUT)?;
     echo.wait(Duration::from_secs(5))?;

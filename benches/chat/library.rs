@@ -33,7 +33,7 @@ use chat::transport::{
 use tokio::sync::{mpsc, watch};
 
 use crate::Kind;
-use crate::util::{TempDir, spawn_runtime, thread_cpu_ns, thread_id};
+use crate::util::{CpuClock, TempDir, spawn_runtime, thread_cpu_ns, thread_id};
 
 /// Same slack as the binary's stdin reader (`chat::input::spawn_stdin`).
 const INPUT_QUEUE: usize = 256;
@@ -403,11 +403,15 @@ pub fn rtt(
     size: usize,
     warmup: usize,
     n: usize,
-) -> Result<Vec<Duration>> {
-    let (rtts, server) = run_chat(kind, setup, move |mut d| async move {
+) -> Result<crate::floor::PingPong> {
+    let (pingpong, server) = run_chat(kind, setup, move |mut d| async move {
         let body = Bytes::from(vec![b'x'; size]);
         let mut rtts = Vec::with_capacity(n);
+        let mut cpu = CpuClock::new(d.server_tid);
         for i in 0..warmup + n {
+            if i == warmup {
+                cpu.start();
+            }
             send(&d.input, body.clone()).await?;
             let ack = d.acks.next().await?;
             ensure!(
@@ -419,14 +423,15 @@ pub fn rtt(
                 rtts.push(ack.rtt);
             }
         }
-        Ok(rtts)
+        let cpu = cpu.stop();
+        Ok(crate::floor::PingPong { rtts, cpu })
     })?;
     ensure!(
         server.messages == (warmup + n) as u64,
         "server got {} messages",
         server.messages
     );
-    Ok(rtts)
+    Ok(pingpong)
 }
 
 /// What the rate case measured.

@@ -117,6 +117,41 @@ pub fn thread_cpu_ns(tid: i64) -> Option<u64> {
     task_cpu_ns(&PathBuf::from(format!("/proc/self/task/{tid}")))
 }
 
+/// CPU time of the calling thread and one other thread of this process,
+/// between `start` and `stop`.
+pub struct CpuClock {
+    threads: [i64; 2],
+    at_start: Option<[u64; 2]>,
+}
+
+impl CpuClock {
+    /// A clock for the calling thread and `other`.
+    pub fn new(other: i64) -> CpuClock {
+        CpuClock {
+            threads: [thread_id(), other],
+            at_start: None,
+        }
+    }
+
+    fn read(&self) -> Option<[u64; 2]> {
+        Some([
+            thread_cpu_ns(self.threads[0])?,
+            thread_cpu_ns(self.threads[1])?,
+        ])
+    }
+
+    pub fn start(&mut self) {
+        self.at_start = self.read();
+    }
+
+    /// Both threads' CPU time since `start`, added up.
+    pub fn stop(&self) -> Option<Duration> {
+        let (a, b) = (self.at_start?, self.read()?);
+        let used = b[0].checked_sub(a[0])? + b[1].checked_sub(a[1])?;
+        Some(Duration::from_nanos(used))
+    }
+}
+
 /// CPU time (user + system) of every thread of a process, in nanoseconds.
 /// Threads that exited before the call are not counted, which is fine for
 /// the long-lived runtime and stdin threads of `chat`.
