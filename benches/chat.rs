@@ -457,6 +457,15 @@ fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
                 Kind::Tcp => floor::tcp(p.small, p.rtt_warmup, p.rtt_n)?,
             };
             let mut f = pingpong_figures(&floor);
+            if kind == Kind::Quic {
+                let (identity, client) = library::tls_parts(&env.lib)?;
+                let q = floor::quinn(identity, client, p.small, p.rtt_warmup, p.rtt_n)?;
+                let q = pingpong_figures(&q);
+                let get = |name| q.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |f| f.1);
+                f.push(("quinn_p50_us", get("p50_us")));
+                f.push(("quinn_p99_us", get("p99_us")));
+                f.push(("quinn_cpu_per_rt_us", get("cpu_per_rt_us")));
+            }
             if kind == Kind::Tcp {
                 let (identity, client) = library::tls_parts(&env.lib)?;
                 let tls = floor::tls(identity, client, p.small, p.rtt_warmup, p.rtt_n)?;

@@ -200,3 +200,84 @@ pub fn tls(
     echo.wait(Duration::from_secs(5))?;
     Ok(rtts)
 }
+
+/// Round-trip times of `n` minimal chat/1-shaped exchanges over quinn after
+/// `warmup`: per message the client opens a unidirectional stream, writes
+/// `size` bytes and finishes it; the server reads it to its end and writes
+/// a 2-byte "ack" on one long-lived stream of its own. Quinn's default
+/// transport settings and the chat's TLS configurations, one task per side.
+/// Not a floor the targets use: what quinn itself costs for the pattern the
+/// chat uses, with none of the chat's code.
+pub fn quinn(
+    identity: chat::identity::Identity,
+    client: rustls::ClientConfig,
+    size: usize,
+    warmup: usize,
+    n: usize,
+) -> Result<PingPong> {
+    use std::sync::Arc;
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(chat::tls::server_config(&identity)?)?;
+    let server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let (ready_tx, ready) = std::sync::mpsc::channel::<(SocketAddr, i64)>();
+    let echo = spawn_runtime("floor-quinn-echo", move || async move {
+        let endpoint = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+        ready_tx.send((endpoint.local_addr()?, thread_id()))?;
+        let conn = endpoint.accept().await.context("no connection")?.await?;
+        let mut acks = conn.open_uni().await?;
+        loop {
+            let mut stream = match conn.accept_uni().await {
+                Ok(s) => s,
+                // The client closing the connection is its "done".
+                Err(quinn::ConnectionError::ApplicationClosed(_)) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let body = stream.read_to_end(64 * 1024).await?;
+            ensure!(body.len() == size, "got {} bytes, not {size}", body.len());
+            acks.write_all(b"ok").await?;
+        }
+        endpoint.wait_idle().await;
+        Ok(())
+    })?;
+    let (addr, echo_tid) = ready
+        .recv_timeout(Duration::from_secs(10))
+        .context("quinn echo did not start")?;
+    let client = spawn_runtime("floor-quinn-client", move || async move {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client)?;
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let conn = endpoint.connect(addr, "chat")?.await?;
+        let msg = vec![b'x'; size];
+        let mut ack = [0u8; 2];
+        let mut acks = None;
+        let mut rtts = Vec::with_capacity(n);
+        let mut cpu = CpuClock::new(echo_tid);
+        for i in 0..warmup + n {
+            if i == warmup {
+                cpu.start();
+            }
+            let t0 = Instant::now();
+            let mut stream = conn.open_uni().await?;
+            stream.write_all(&msg).await?;
+            stream.finish()?;
+            // The server's stream appears with its first ack.
+            let acks = match &mut acks {
+                Some(a) => a,
+                None => acks.insert(conn.accept_uni().await?),
+            };
+            tokio::time::timeout(ECHO_TIMEOUT, acks.read_exact(&mut ack))
+                .await
+                .context("quinn echo stalled")??;
+            if i >= warmup {
+                rtts.push(t0.elapsed());
+            }
+        }
+        let cpu = cpu.stop();
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        Ok(PingPong { rtts, cpu })
+    })?;
+    let pingpong = client.wait(CASE_TIMEOUT)?;
+    echo.wait(Duration::from_secs(5))?;
+    Ok(pingpong)
+}
