@@ -66,7 +66,7 @@ pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<boo
                     .map_err(|e| e.to_string()),
                 TransportKind::Tcp => tcp::connect(addr, config.clone(), &limits)
                     .await
-                    .map(|(t, p)| Connected::Tcp(t, p))
+                    .map(|(t, p)| Connected::Tcp(Box::new(t), p))
                     .map_err(|e| e.to_string()),
             }
         });
@@ -87,7 +87,7 @@ pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<boo
         };
         match attempt {
             Ok(Connected::Quic(t, p)) => return session.run(t, p).await,
-            Ok(Connected::Tcp(t, p)) => return session.run(t, p).await,
+            Ok(Connected::Tcp(t, p)) => return session.run(*t, p).await,
             Err(e) => {
                 if let Some(seen) = verifier.seen() {
                     mismatch(&source, &addr, seen, &known)?;
@@ -154,7 +154,8 @@ fn trust_source(args: &ChatArgs, known: &KnownHosts, host: &str) -> Result<Trust
 
 enum Connected {
     Quic(quic::QuicTransport, PeerInfo),
-    Tcp(tcp::TcpTransport, PeerInfo),
+    /// Boxed: the TCP transport holds its TLS stream and buffers inline.
+    Tcp(Box<tcp::TcpTransport>, PeerInfo),
 }
 
 /// Everything needed once a connection is up.
@@ -170,7 +171,10 @@ struct Session<'a> {
 impl Session<'_> {
     async fn run<T: Transport>(self, mut transport: T, peer: PeerInfo) -> Result<u8> {
         if let TrustSource::FirstContact = self.source
-            && let Err(e) = self.first_contact(&peer).await
+            && let Err(e) = tokio::select! {
+                verdict = self.first_contact(&peer) => verdict,
+                never = transport.hold() => match never {},
+            }
         {
             transport
                 .close(close_code::NO_ERROR, "server not trusted")

@@ -213,6 +213,7 @@ pub async fn run<T: Transport>(
             // Last in a biased select: taken only when nothing above is
             // ready, i.e. just before the session would wait.
             () = std::future::ready(()), if !flushed => {
+                transport.flush();
                 io.out.flush();
                 flushed = true;
                 continue;

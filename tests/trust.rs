@@ -19,6 +19,7 @@ both_transports!(
     interactive_first_contact_yes_connects_and_records,
     interactive_first_contact_no_refuses_and_records_nothing,
     concurrent_first_contacts_in_one_home_record_both,
+    slow_answer_at_the_prompt_keeps_the_connection,
 );
 
 /// The known-hosts key of a server listening on `addr`, reached through
@@ -385,6 +386,33 @@ fn interactive_first_contact_yes_connects_and_records(t: Transport) {
     client.type_keys("\x04");
     client.expect_exit_code(0, TIMEOUT);
     server.wait_event("disconnected", TIMEOUT);
+}
+
+/// A user who takes longer than the idle timeout to answer the trust
+/// question still gets the chat: the connection is kept alive meanwhile.
+fn slow_answer_at_the_prompt_keeps_the_connection(t: Transport) {
+    let idle = ["--idle-timeout", "2"];
+    let (mut server, addr, _) = start_server(t, &idle);
+    let home = TempDir::new("client-home");
+    let args = ClientBuilder::new(t, &loopback_key(&addr))
+        .plain()
+        .args(&idle)
+        .command_args(home.path());
+    let mut client = PtyPeer::spawn(format!("pty-client/{}", t.as_str()), &args);
+    client.wait_for("Trust this server? [y/N]", PROMPT_TIMEOUT);
+    server.settle(Duration::from_secs(5));
+    let gone = server.events_named("disconnected");
+    assert!(
+        gone.is_empty(),
+        "the server dropped a client waiting at the prompt: {gone:?}"
+    );
+    client.type_keys("y\r");
+    client.wait_for(" connected with ", TIMEOUT);
+    client.type_keys("after a slow answer\r");
+    let msg = server.wait_event_id("message", 0, TIMEOUT);
+    assert_eq!(msg["text"].as_str(), Some("after a slow answer"), "{msg}");
+    client.type_keys("\x04");
+    client.expect_exit_code(0, TIMEOUT);
 }
 
 /// At a terminal, answering `n` exits 1 without connecting or recording.

@@ -3,9 +3,11 @@
 //!
 //! Two implementations carry chat/1: [`quic`] (one unidirectional stream per
 //! message, acks on a control stream) and [`tcp`] (TLS 1.3 over TCP, framed
-//! and interleaved). Both run their socket work in background tasks and talk
-//! to the session through channels, so the calls below never block on the
-//! network: a large message being sent never delays an acknowledgement.
+//! and interleaved). The calls below never block on the network: QUIC runs
+//! its socket work in background tasks that talk to the session through
+//! channels; TCP is driven from the session's own task, through
+//! `next_event` and `flush`. Either way a large message being sent never
+//! delays an acknowledgement.
 
 pub mod quic;
 pub mod tcp;
@@ -213,7 +215,23 @@ pub trait Transport: Send + 'static {
     /// refuses messages over the size limit by itself).
     fn reject(&mut self, id: MessageId, code: u64, reason: &str);
 
-    /// Waits for the next event. Cancel-safe.
+    /// Starts writing what `send`, `ack` and `reject` queued, without
+    /// waiting. The session calls it whenever it is about to wait, so that
+    /// everything queued in one turn leaves together; a transport whose
+    /// writing runs in tasks of its own has nothing to do here.
+    fn flush(&mut self) {}
+
+    /// Keeps the connection alive, without taking events, while the chat
+    /// has not started yet (a person deciding whether to trust the server
+    /// may take longer than the peer's idle timeout). What arrives
+    /// meanwhile waits for `next_event`. Never resolves; cancel-safe.
+    fn hold(&mut self) -> impl Future<Output = std::convert::Infallible> + Send {
+        std::future::pending()
+    }
+
+    /// Waits for the next event, and meanwhile keeps the connection going
+    /// (a transport without tasks of its own reads, and finishes writes the
+    /// socket could not take at once, only in here). Cancel-safe.
     fn next_event(&mut self) -> impl Future<Output = Event> + Send;
 
     /// Ends the connection with a close code and reason phrase, giving

@@ -1,30 +1,31 @@
 //! chat/1 over TLS 1.3 over TCP (PROTOCOL.md §6), the fallback for networks
 //! that block UDP.
 //!
-//! One TLS stream carries frames both ways. A reader task parses frames and
-//! reassembles messages; a writer task owns the write half and is the only
-//! one to touch it. The writer always empties its control queue (ACK,
-//! REJECT, CLOSE) before writing more message data, and cuts messages into
+//! One TLS stream carries frames both ways, driven by the session's own task
+//! (see [`TcpTransport`]). Control frames (ACK, REJECT, PING, CLOSE) are
+//! always written before more message data, and messages are cut into
 //! chunks of at most 64 KiB interleaved round-robin, so neither an ack nor a
 //! small message ever waits behind a large one for more than one chunk.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
 use super::{
-    Disconnect, EndReason, Event, Limits, MessageId, PeerInfo, ReceivedIds, Transport, close_code,
-    reject_code,
+    Disconnect, Event, Limits, MessageId, PeerInfo, ReceivedIds, Transport, close_code, reject_code,
 };
 use crate::body::Body;
 use crate::codec::{self, Frame, FrameDecoder, MAX_CHUNK, encode_chunk_header, frame_type};
@@ -35,9 +36,6 @@ use crate::tls;
 /// Messages a receiver accepts in progress at once (PROTOCOL.md §6); a sender
 /// keeps no more than this many started and unfinished.
 const MAX_IN_PROGRESS: usize = 64;
-
-/// See the QUIC transport: a small queue makes a slow session push back.
-const EVENT_QUEUE: usize = 64;
 
 /// How long a closing endpoint keeps reading so its CLOSE is not destroyed
 /// by a reset (PROTOCOL.md §6).
@@ -272,160 +270,53 @@ pub async fn connect(
     ))
 }
 
-/// Requests to the writer task.
-enum Ctrl {
-    /// ACK or REJECT, sent ahead of message data.
-    Frame(Frame),
-    /// The peer rejected this message: stop sending it (empty END).
-    Abort(MessageId),
-    /// We end the chat: CLOSE, close_notify, stop writing.
-    Close {
-        code: u64,
-        reason: String,
-        done: oneshot::Sender<()>,
-    },
-    /// The peer ended the chat: close_notify, stop writing.
-    Shutdown,
-}
-
 /// A chat/1 connection over TLS over TCP.
+///
+/// There are no background tasks: the session drives the socket itself,
+/// reading whenever it waits for the next event and writing what it queued
+/// when it is about to wait ([`Transport::flush`]) or once the socket takes
+/// more. An acknowledgement thus leaves in the same turn of the runtime in
+/// which its message was read, with no hand-over between tasks; on loopback
+/// those hand-overs were most of what the chat added to a bare TLS round
+/// trip.
 pub struct TcpTransport {
-    control: mpsc::UnboundedSender<Ctrl>,
-    outgoing: mpsc::UnboundedSender<(MessageId, Bytes)>,
-    events: mpsc::Receiver<Event>,
-    end: EndReason,
-    reader: Option<JoinHandle<()>>,
-    writer: Option<JoinHandle<()>>,
-}
+    io: TlsStream<TcpStream>,
+    /// For log lines: which peer broke the protocol.
+    peer: SocketAddr,
+    limits: Limits,
+    /// Why the connection ended, once it has; the first reason stands.
+    end: Option<Disconnect>,
+    /// Closed is reported once; after it nothing more is read or written,
+    /// except by `close`/`finish`.
+    reported: bool,
+    /// Events decoded and not yet taken by the session.
+    events: VecDeque<Event>,
 
-impl TcpTransport {
-    /// Starts chat/1 on an established TLS stream.
-    pub fn start<S>(stream: S, limits: Limits, peer: SocketAddr) -> Self
-    where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        let (read_half, write_half) = tokio::io::split(stream);
-        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
-        let end = EndReason::default();
-        let writer = tokio::spawn(
-            Writer {
-                io: write_half,
-                control: control_rx,
-                outgoing: outgoing_rx,
-                ping_every: limits.idle_timeout / 3,
-                active: VecDeque::new(),
-                waiting: VecDeque::new(),
-                out: BytesMut::with_capacity(WRITE_BATCH + 1024),
-            }
-            .run(),
-        );
-        let reader = tokio::spawn(
-            Reader {
-                peer,
-                io: read_half,
-                limits,
-                events: events_tx,
-                control: control.clone(),
-                end: end.clone(),
-                partial: HashMap::new(),
-                received: ReceivedIds::default(),
-            }
-            .run(),
-        );
-        TcpTransport {
-            control,
-            outgoing,
-            events,
-            end,
-            reader: Some(reader),
-            writer: Some(writer),
-        }
-    }
-}
+    // Writing.
+    /// ACK, REJECT and PING frames: written ahead of message data.
+    control: BytesMut,
+    /// Bytes being written (control frames, then message chunks).
+    out: BytesMut,
+    /// Started, unfinished messages, served round-robin.
+    active: VecDeque<Outgoing>,
+    /// Messages not started yet because `active` is full.
+    waiting: VecDeque<(MessageId, Bytes)>,
+    /// The socket took less than we had: go on when it is writable again.
+    write_blocked: bool,
+    /// The peer sent CLOSE, or we hit a protocol error: after what is
+    /// queued, close_notify and FIN (in `finish`).
+    shutdown_due: bool,
+    last_write: Instant,
+    ping: Pin<Box<Sleep>>,
 
-impl Drop for TcpTransport {
-    fn drop(&mut self) {
-        for task in [&self.reader, &self.writer].into_iter().flatten() {
-            task.abort();
-        }
-    }
-}
-
-impl Transport for TcpTransport {
-    fn send(&mut self, id: MessageId, body: Bytes) {
-        let _ = self.outgoing.send((id, body));
-    }
-
-    fn ack(&mut self, id: MessageId) {
-        let _ = self.control.send(Ctrl::Frame(Frame::Ack { id }));
-    }
-
-    fn reject(&mut self, id: MessageId, code: u64, reason: &str) {
-        let reason = Bytes::copy_from_slice(super::clip_reason(reason).as_bytes());
-        let _ = self
-            .control
-            .send(Ctrl::Frame(Frame::Reject { id, code, reason }));
-    }
-
-    async fn next_event(&mut self) -> Event {
-        match self.events.recv().await {
-            Some(e) => e,
-            None => Event::Closed(self.end.get().unwrap_or(Disconnect::Lost {
-                reason: "connection lost".into(),
-            })),
-        }
-    }
-
-    async fn close(&mut self, code: u64, reason: &str) {
-        let reason = super::clip_reason(reason).to_string();
-        self.end.set(Disconnect::Local {
-            code,
-            reason: reason.clone(),
-        });
-        // From here on nobody reads events; the reader notices and only
-        // drains the socket until the peer closes or the linger ends.
-        self.events.close();
-        let (done, written) = oneshot::channel();
-        if self
-            .control
-            .send(Ctrl::Close { code, reason, done })
-            .is_ok()
-        {
-            let _ = tokio::time::timeout(LINGER, written).await;
-        }
-        if let Some(reader) = self.reader.take() {
-            let abort = reader.abort_handle();
-            if tokio::time::timeout(LINGER, reader).await.is_err() {
-                abort.abort();
-            }
-        }
-    }
-
-    async fn finish(mut self) {
-        // Dropping our ends of the channels lets the writer stop once it has
-        // written what it was asked to (a CLOSE, a close_notify); the reader
-        // stops at end of stream or after its linger.
-        self.control = mpsc::unbounded_channel().0;
-        self.outgoing = mpsc::unbounded_channel().0;
-        self.events.close();
-        let tasks: Vec<JoinHandle<()>> = [self.reader.take(), self.writer.take()]
-            .into_iter()
-            .flatten()
-            .collect();
-        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-        let all = async {
-            for t in tasks {
-                let _ = t.await;
-            }
-        };
-        if tokio::time::timeout(LINGER * 2, all).await.is_err() {
-            for a in aborts {
-                a.abort();
-            }
-        }
-    }
+    // Reading.
+    buf: BytesMut,
+    partial: HashMap<MessageId, Partial>,
+    received: ReceivedIds,
+    last_frame: Instant,
+    idle: Pin<Box<Sleep>>,
+    /// Bytes read since the session last had a turn (see [`READ_TURN`]).
+    this_turn: usize,
 }
 
 /// A message being sent.
@@ -435,108 +326,138 @@ struct Outgoing {
     aborted: bool,
 }
 
-struct Writer<W> {
-    io: W,
-    control: mpsc::UnboundedReceiver<Ctrl>,
-    outgoing: mpsc::UnboundedReceiver<(MessageId, Bytes)>,
-    ping_every: Duration,
-    /// Started, unfinished messages, served round-robin.
-    active: VecDeque<Outgoing>,
-    /// Messages not started yet because `active` is full.
-    waiting: VecDeque<(MessageId, Bytes)>,
-    out: BytesMut,
+/// A message being received.
+#[derive(Default)]
+struct Partial {
+    body: Body,
+    /// Over the limit and rejected: the rest is read and dropped.
+    discarding: bool,
 }
 
-/// What the writer does after a control request.
-enum Next {
-    Continue,
-    Stop,
-}
+impl TcpTransport {
+    /// Starts chat/1 on an established TLS stream.
+    fn start(io: TlsStream<TcpStream>, limits: Limits, peer: SocketAddr) -> Self {
+        let now = Instant::now();
+        let ping_every = limits.idle_timeout / 3;
+        TcpTransport {
+            io,
+            peer,
+            end: None,
+            reported: false,
+            events: VecDeque::new(),
+            control: BytesMut::new(),
+            out: BytesMut::with_capacity(WRITE_BATCH + 1024),
+            active: VecDeque::new(),
+            waiting: VecDeque::new(),
+            write_blocked: false,
+            shutdown_due: false,
+            last_write: now,
+            ping: Box::pin(tokio::time::sleep(ping_every)),
+            buf: BytesMut::with_capacity(64 * 1024),
+            partial: HashMap::new(),
+            received: ReceivedIds::default(),
+            last_frame: now,
+            idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            this_turn: 0,
+            limits,
+        }
+    }
 
-impl<W: AsyncWrite + Unpin> Writer<W> {
-    async fn run(mut self) {
-        let mut last_write = Instant::now();
-        // One timer for the whole connection, moved only when it fires: a
-        // timer set per write costs the runtime a wake-up of its own, which
-        // showed as microseconds on every round trip.
-        let ping = tokio::time::sleep(self.ping_every);
-        tokio::pin!(ping);
+    fn ping_every(&self) -> Duration {
+        self.limits.idle_timeout / 3
+    }
+
+    /// Records why the connection ended (the first reason stands) and
+    /// reports it to the session.
+    fn ended(&mut self, d: Disconnect) {
+        if self.end.is_none() {
+            self.end = Some(d.clone());
+            self.events.push_back(Event::Closed(d));
+        }
+    }
+
+    /// The peer broke the protocol: CLOSE with PROTOCOL_ERROR (written by
+    /// `finish`, after what is queued), and the chat ends.
+    fn violation(&mut self, reason: String) {
+        warn!(peer = %self.peer, "protocol error: {reason}");
+        let reason = super::clip_reason(&reason).to_string();
+        if self.end.is_none() {
+            self.queue_close(close_code::PROTOCOL_ERROR, &reason);
+        }
+        self.ended(Disconnect::Violation { reason });
+    }
+
+    /// Queues CLOSE behind the control frames already queued; message data
+    /// not yet written is dropped (it is unconfirmed, and reported so).
+    fn queue_close(&mut self, code: u64, reason: &str) {
+        Frame::Close {
+            code,
+            reason: Bytes::copy_from_slice(reason.as_bytes()),
+        }
+        .encode(&mut self.control);
+        self.active.clear();
+        self.waiting.clear();
+        self.shutdown_due = true;
+    }
+
+    // ----- writing ---------------------------------------------------------
+
+    /// Writes as much as the socket takes now. `Ready` once everything is
+    /// written (or the connection failed), `Pending` if the socket is full.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            // Control frames first, always.
-            while let Ok(cmd) = self.control.try_recv() {
-                if let Next::Stop = self.handle(cmd).await {
-                    return;
+            if self.out.is_empty() {
+                self.out = self.control.split();
+                self.fill_with_data();
+            }
+            if self.out.is_empty() {
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => {
+                    self.write_failed("connection lost (write returned 0)".into());
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.out.advance(n);
+                    self.last_write = Instant::now();
+                }
+                Poll::Ready(Err(e)) => {
+                    self.write_failed(format!("connection lost ({e})"));
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {
+                    self.write_blocked = true;
+                    return Poll::Pending;
                 }
             }
-            while let Ok(m) = self.outgoing.try_recv() {
-                self.waiting.push_back(m);
+        }
+        // TLS records the socket did not take yet.
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                self.write_blocked = false;
+                Poll::Ready(())
             }
-            self.fill_with_data();
-            if !self.out.is_empty() {
-                if let Err(e) = self.write_out().await {
-                    debug!("write failed: {}", sanitize_line(&e.to_string()));
-                    return;
-                }
-                last_write = Instant::now();
-                continue;
+            Poll::Ready(Err(e)) => {
+                self.write_failed(format!("connection lost ({e})"));
+                Poll::Ready(())
             }
-            tokio::select! {
-                cmd = self.control.recv() => match cmd {
-                    Some(cmd) => if let Next::Stop = self.handle(cmd).await { return },
-                    None => return,
-                },
-                Some(m) = self.outgoing.recv() => self.waiting.push_back(m),
-                () = &mut ping => {
-                    let due = last_write + self.ping_every;
-                    if Instant::now() >= due {
-                        Frame::Ping.encode(&mut self.out);
-                        ping.as_mut().reset(Instant::now() + self.ping_every);
-                    } else {
-                        ping.as_mut().reset(due);
-                    }
-                }
+            Poll::Pending => {
+                self.write_blocked = true;
+                Poll::Pending
             }
         }
     }
 
-    async fn handle(&mut self, cmd: Ctrl) -> Next {
-        match cmd {
-            Ctrl::Frame(f) => f.encode(&mut self.out),
-            Ctrl::Abort(id) => {
-                if let Some(m) = self.active.iter_mut().find(|m| m.id == id) {
-                    m.aborted = true;
-                }
-            }
-            Ctrl::Close { code, reason, done } => {
-                Frame::Close {
-                    code,
-                    reason: Bytes::from(reason),
-                }
-                .encode(&mut self.out);
-                let _ = self.finish().await;
-                let _ = done.send(());
-                return Next::Stop;
-            }
-            Ctrl::Shutdown => {
-                let _ = self.finish().await;
-                return Next::Stop;
-            }
-        }
-        Next::Continue
-    }
-
-    /// Writes what is buffered, then close_notify and FIN.
-    async fn finish(&mut self) -> std::io::Result<()> {
-        self.write_out().await?;
-        self.io.shutdown().await
-    }
-
-    async fn write_out(&mut self) -> std::io::Result<()> {
-        if !self.out.is_empty() {
-            self.io.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        self.io.flush().await
+    fn write_failed(&mut self, reason: String) {
+        debug!("write failed: {}", sanitize_line(&reason));
+        self.out.clear();
+        self.control.clear();
+        self.active.clear();
+        self.waiting.clear();
+        self.write_blocked = false;
+        self.shutdown_due = false;
+        self.ended(Disconnect::Lost { reason });
     }
 
     /// Appends message chunks, round-robin, until a batch is full.
@@ -574,168 +495,129 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
         }
     }
-}
 
-/// A message being received.
-#[derive(Default)]
-struct Partial {
-    body: Body,
-    /// Over the limit and rejected: the rest is read and dropped.
-    discarding: bool,
-}
+    /// Sends a PING when nothing has been written for a third of the idle
+    /// timeout. One timer for the whole connection, moved only when it
+    /// fires: a timer set per write would cost the runtime a wake-up per
+    /// round trip.
+    fn poll_ping(&mut self, cx: &mut Context<'_>) {
+        while self.ping.as_mut().poll(cx).is_ready() {
+            let every = self.ping_every();
+            let due = self.last_write + every;
+            let now = Instant::now();
+            if now >= due {
+                Frame::Ping.encode(&mut self.control);
+                self.ping.as_mut().reset(now + every);
+                let _ = self.poll_write_out(cx);
+            } else {
+                self.ping.as_mut().reset(due);
+            }
+        }
+    }
 
-struct Reader<R> {
-    io: R,
-    /// For log lines: which peer broke the protocol.
-    peer: SocketAddr,
-    limits: Limits,
-    events: mpsc::Sender<Event>,
-    control: mpsc::UnboundedSender<Ctrl>,
-    end: EndReason,
-    partial: HashMap<MessageId, Partial>,
-    received: ReceivedIds,
-}
+    // ----- reading ---------------------------------------------------------
 
-/// How the reader loop goes on after a frame.
-enum Flow {
-    Go,
-    /// The connection is over for this reason.
-    End(Disconnect),
-    /// We closed locally (the session stopped listening): drain and stop.
-    Drain,
-}
-
-impl<R: AsyncRead + Unpin> Reader<R> {
-    async fn run(mut self) {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let idle = self.limits.idle_timeout;
-        let mut last_frame = Instant::now();
-        // As the writer's ping timer: set once, moved only when it fires.
-        let idle_timer = tokio::time::sleep(idle);
-        tokio::pin!(idle_timer);
-        let mut this_turn = 0;
-        let flow = 'conn: loop {
-            loop {
-                match FrameDecoder.decode(&mut buf) {
+    /// Reads and decodes until an event is ready, the socket has nothing
+    /// more, or this turn's share of bytes is used up.
+    fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let mut framed = false;
+            while self.events.is_empty() {
+                match FrameDecoder.decode(&mut self.buf) {
                     Ok(Some(frame)) => {
-                        last_frame = Instant::now();
-                        match self.handle(frame).await {
-                            Flow::Go => {}
-                            other => break 'conn other,
-                        }
+                        framed = true;
+                        self.handle(frame);
                     }
                     Ok(None) => break,
-                    Err(e) => break 'conn self.violation(e.to_string()),
+                    Err(e) => self.violation(e.to_string()),
                 }
             }
-            if this_turn >= READ_TURN {
-                this_turn = 0;
-                tokio::task::yield_now().await;
+            if framed {
+                self.last_frame = Instant::now();
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(64 * 1024);
+            if !self.events.is_empty() {
+                return Poll::Ready(());
             }
-            let read = tokio::select! {
-                biased;
-                read = self.io.read_buf(&mut buf) => Ok(read),
-                () = &mut idle_timer => Err(()),
+            if self.this_turn >= READ_TURN {
+                // Let the session write its acks (and the runtime run
+                // others) before reading on.
+                self.this_turn = 0;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            let read = {
+                let read = self.io.read_buf(&mut self.buf);
+                std::pin::pin!(read).poll(cx)
             };
             match read {
-                Err(()) => {
-                    let due = last_frame + idle;
-                    if Instant::now() < due {
-                        idle_timer.as_mut().reset(due);
-                        continue;
-                    }
-                    break Flow::End(Disconnect::Lost {
-                        reason: "connection lost (idle timeout)".into(),
-                    });
-                }
-                Ok(Ok(0)) => {
-                    break Flow::End(Disconnect::Lost {
+                Poll::Ready(Ok(0)) => {
+                    self.ended(Disconnect::Lost {
                         reason: "connection lost (closed without CLOSE)".into(),
                     });
                 }
-                Ok(Ok(n)) => this_turn += n,
-                Ok(Err(e)) => {
-                    break Flow::End(Disconnect::Lost {
+                Poll::Ready(Ok(n)) => self.this_turn += n,
+                Poll::Ready(Err(e)) => {
+                    self.ended(Disconnect::Lost {
                         reason: format!("connection lost ({e})"),
                     });
                 }
-            }
-        };
-        match flow {
-            Flow::End(d) => {
-                let d = self.end.set(d);
-                let _ = self.events.send(Event::Closed(d)).await;
-            }
-            Flow::Drain | Flow::Go => self.drain().await,
-        }
-    }
-
-    /// Reads and discards until the peer closes or the linger time is up.
-    async fn drain(&mut self) {
-        let mut sink = [0u8; 16 * 1024];
-        let _ = tokio::time::timeout(LINGER, async {
-            while let Ok(n) = self.io.read(&mut sink).await {
-                if n == 0 {
-                    break;
+                Poll::Pending => {
+                    self.this_turn = 0;
+                    return self.poll_idle(cx);
                 }
             }
-        })
-        .await;
-    }
-
-    fn violation(&mut self, reason: String) -> Flow {
-        warn!(peer = %self.peer, "protocol error: {reason}");
-        let reason = super::clip_reason(&reason).to_string();
-        let d = self.end.set(Disconnect::Violation {
-            reason: reason.clone(),
-        });
-        let (done, _) = oneshot::channel();
-        let _ = self.control.send(Ctrl::Close {
-            code: close_code::PROTOCOL_ERROR,
-            reason,
-            done,
-        });
-        // Tell the session now; then linger so the CLOSE is not lost.
-        let _ = self.events.try_send(Event::Closed(d));
-        Flow::Drain
-    }
-
-    async fn emit(&mut self, event: Event) -> Flow {
-        match self.events.send(event).await {
-            Ok(()) => Flow::Go,
-            Err(_) => Flow::Drain,
         }
     }
 
-    async fn handle(&mut self, frame: Frame) -> Flow {
+    /// Ends the connection once the peer has been silent for the idle
+    /// timeout (the timer is moved only when it fires; see `poll_ping`).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.idle.as_mut().poll(cx).is_ready() {
+            let due = self.last_frame + self.limits.idle_timeout;
+            if Instant::now() >= due {
+                self.ended(Disconnect::Lost {
+                    reason: "connection lost (idle timeout)".into(),
+                });
+                return Poll::Ready(());
+            }
+            self.idle.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
+
+    fn handle(&mut self, frame: Frame) {
         match frame {
-            Frame::Ack { id } => self.emit(Event::Ack { id }).await,
+            Frame::Ack { id } => self.events.push_back(Event::Ack { id }),
             Frame::Reject { id, code, reason } => {
-                let _ = self.control.send(Ctrl::Abort(id));
-                self.emit(Event::Rejected {
+                if let Some(m) = self.active.iter_mut().find(|m| m.id == id) {
+                    m.aborted = true;
+                }
+                self.events.push_back(Event::Rejected {
                     id,
                     code,
                     reason: codec::reason_text(&reason),
-                })
-                .await
+                });
             }
-            Frame::Data { id, chunk } => self.chunk(id, chunk, false).await,
-            Frame::End { id, chunk } => self.chunk(id, chunk, true).await,
+            Frame::Data { id, chunk } => self.chunk(id, chunk, false),
+            Frame::End { id, chunk } => self.chunk(id, chunk, true),
             Frame::Close { code, reason } => {
-                let _ = self.control.send(Ctrl::Shutdown);
-                Flow::End(Disconnect::Peer {
+                // Our answer is close_notify, after what is queued.
+                self.shutdown_due = true;
+                self.active.clear();
+                self.waiting.clear();
+                self.ended(Disconnect::Peer {
                     code,
                     reason: codec::reason_text(&reason),
-                })
+                });
             }
-            Frame::Ping | Frame::Unknown { .. } => Flow::Go,
+            Frame::Ping | Frame::Unknown { .. } => {}
         }
     }
 
-    async fn chunk(&mut self, id: MessageId, chunk: Bytes, last: bool) -> Flow {
+    fn chunk(&mut self, id: MessageId, chunk: Bytes, last: bool) {
         if self.received.contains(id) {
             return self.violation(format!("message id {id} received twice"));
         }
@@ -749,27 +631,157 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 p.discarding = true;
                 p.body = Body::default();
                 debug!(id, limit, "rejecting message over the size limit");
-                let _ = self.control.send(Ctrl::Frame(Frame::Reject {
+                Frame::Reject {
                     id,
                     code: reject_code::TOO_LARGE,
                     reason: Bytes::from(format!("message exceeds the limit of {limit} bytes")),
-                }));
+                }
+                .encode(&mut self.control);
             } else {
                 p.body.push(chunk);
             }
         }
         if !last {
-            return Flow::Go;
+            return;
         }
         let Some(p) = self.partial.remove(&id) else {
-            return Flow::Go;
+            return;
         };
         if let Err(e) = self.received.insert(id) {
             return self.violation(format!("cannot record message id {id}: {e:?}"));
         }
-        if p.discarding {
-            return Flow::Go;
+        if !p.discarding {
+            self.events.push_back(Event::Message { id, body: p.body });
         }
-        self.emit(Event::Message { id, body: p.body }).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                if matches!(e, Event::Closed(_)) {
+                    self.reported = true;
+                }
+                return Poll::Ready(e);
+            }
+            if self.reported {
+                // Closed was reported; the session asks again only if it
+                // goes on waiting, which it should not.
+                return Poll::Pending;
+            }
+            if self.write_blocked {
+                let _ = self.poll_write_out(cx);
+            }
+            self.poll_ping(cx);
+            if self.events.is_empty() && self.poll_read_in(cx).is_pending() {
+                // Nothing more to read: control frames queued meanwhile
+                // (acks, and REJECTs the reading itself produced, which
+                // the session never sees) leave now, with any data.
+                if !self.control.is_empty() && !self.write_blocked {
+                    let _ = self.poll_write_out(cx);
+                }
+                if self.events.is_empty() {
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued, waiting for the socket, for at most `limit`.
+    async fn write_all_queued(&mut self, limit: Duration) {
+        let _ =
+            tokio::time::timeout(limit, std::future::poll_fn(|cx| self.poll_write_out(cx))).await;
+    }
+
+    /// After we close: reads and discards until the peer closes too, or
+    /// the linger time is up, so that our CLOSE is not destroyed by a reset
+    /// (PROTOCOL.md §6).
+    async fn linger(&mut self) {
+        let mut sink = [0u8; 16 * 1024];
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(n) = self.io.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, id: MessageId, body: Bytes) {
+        if self.end.is_none() {
+            self.waiting.push_back((id, body));
+        }
+    }
+
+    fn ack(&mut self, id: MessageId) {
+        if self.end.is_none() {
+            Frame::Ack { id }.encode(&mut self.control);
+        }
+    }
+
+    fn reject(&mut self, id: MessageId, code: u64, reason: &str) {
+        if self.end.is_none() {
+            let reason = Bytes::copy_from_slice(super::clip_reason(reason).as_bytes());
+            Frame::Reject { id, code, reason }.encode(&mut self.control);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.end.is_none() && !self.write_blocked {
+            // Without waiting: if the socket is full, the rest goes from
+            // `next_event`, which waits for it to take more.
+            let _ = self.poll_write_out(&mut Context::from_waker(std::task::Waker::noop()));
+        }
+    }
+
+    async fn hold(&mut self) -> std::convert::Infallible {
+        // Keep-alives (and whatever is left to write); reading waits, and
+        // the peer's frames, keep-alives included, are read later, before
+        // its silence is judged.
+        std::future::poll_fn(|cx| {
+            if self.write_blocked {
+                let _ = self.poll_write_out(cx);
+            }
+            self.poll_ping(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    async fn next_event(&mut self) -> Event {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    async fn close(&mut self, code: u64, reason: &str) {
+        if self.end.is_some() {
+            return;
+        }
+        let reason = super::clip_reason(reason).to_string();
+        self.end = Some(Disconnect::Local {
+            code,
+            reason: reason.clone(),
+        });
+        self.reported = true;
+        // Queued acknowledgements go first, then CLOSE, close_notify, FIN.
+        self.queue_close(code, &reason);
+        self.write_all_queued(LINGER).await;
+        self.shutdown_due = false;
+        let _ = tokio::time::timeout(LINGER, self.io.shutdown()).await;
+        self.linger().await;
+    }
+
+    async fn finish(mut self) {
+        // A CLOSE we owe (protocol error) or our answer to the peer's: what
+        // is queued, then close_notify and FIN. A lost connection owes
+        // nothing.
+        if self.shutdown_due {
+            self.write_all_queued(LINGER).await;
+            let _ = tokio::time::timeout(LINGER, self.io.shutdown()).await;
+            if matches!(self.end, Some(Disconnect::Violation { .. })) {
+                self.linger().await;
+            }
+        }
     }
 }
