@@ -20,6 +20,7 @@ both_transports!(
     interactive_first_contact_no_refuses_and_records_nothing,
     concurrent_first_contacts_in_one_home_record_both,
     slow_answer_at_the_prompt_keeps_the_connection,
+    busy_server_while_at_the_prompt_is_reported_as_busy,
 );
 
 /// The known-hosts key of a server listening on `addr`, reached through
@@ -413,6 +414,37 @@ fn slow_answer_at_the_prompt_keeps_the_connection(t: Transport) {
     assert_eq!(msg["text"].as_str(), Some("after a slow answer"), "{msg}");
     client.type_keys("\x04");
     client.expect_exit_code(0, TIMEOUT);
+}
+
+/// A server that turns the client away (BUSY) while the user is still
+/// reading the trust question: answering afterwards reports BUSY, not a
+/// broken connection, although the client's keep-alives meanwhile found the
+/// socket closed.
+fn busy_server_while_at_the_prompt_is_reported_as_busy(t: Transport) {
+    let idle = ["--idle-timeout", "2"];
+    let Chat {
+        server: _server,
+        client: _first,
+        addr,
+        ..
+    } = start_chat(t, &[], &[]);
+    let home = TempDir::new("client-home");
+    let args = ClientBuilder::new(t, &loopback_key(&addr))
+        .plain()
+        .args(&idle)
+        .command_args(home.path());
+    let mut client = PtyPeer::spawn(format!("pty-client/{}", t.as_str()), &args);
+    client.wait_for("Trust this server? [y/N]", PROMPT_TIMEOUT);
+    // The server's linger (1 s) ends, then a few keep-alives (every 0.7 s)
+    // hit the closed socket.
+    std::thread::sleep(Duration::from_secs(4));
+    client.type_keys("y\r");
+    client.expect_exit_code(1, TIMEOUT);
+    let said = client.screen_text();
+    assert!(
+        said.contains("BUSY") && !said.contains("Broken pipe"),
+        "the client should report BUSY:\n{said}"
+    );
 }
 
 /// At a terminal, answering `n` exits 1 without connecting or recording.

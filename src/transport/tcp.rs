@@ -306,6 +306,8 @@ pub struct TcpTransport {
     /// The peer sent CLOSE, or we hit a protocol error: after what is
     /// queued, close_notify and FIN (in `finish`).
     shutdown_due: bool,
+    /// Why writing failed, if it did (see `write_failed`).
+    write_error: Option<String>,
     last_write: Instant,
     ping: Pin<Box<Sleep>>,
 
@@ -351,6 +353,7 @@ impl TcpTransport {
             waiting: VecDeque::new(),
             write_blocked: false,
             shutdown_due: false,
+            write_error: None,
             last_write: now,
             ping: Box::pin(tokio::time::sleep(ping_every)),
             buf: BytesMut::with_capacity(64 * 1024),
@@ -405,6 +408,10 @@ impl TcpTransport {
     /// Writes as much as the socket takes now. `Ready` once everything is
     /// written (or the connection failed), `Pending` if the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.write_error.is_some() {
+            self.control.clear();
+            return Poll::Ready(());
+        }
         loop {
             if self.out.is_empty() {
                 self.out = self.control.split();
@@ -449,6 +456,10 @@ impl TcpTransport {
         }
     }
 
+    /// Writing is over. The connection is not declared lost yet: the peer
+    /// may have closed it properly, and its CLOSE may be waiting unread
+    /// (say, while the user was asked whether to trust it). The reading
+    /// side decides, once it has read what there is (see `poll_event`).
     fn write_failed(&mut self, reason: String) {
         debug!("write failed: {}", sanitize_line(&reason));
         self.out.clear();
@@ -457,7 +468,7 @@ impl TcpTransport {
         self.waiting.clear();
         self.write_blocked = false;
         self.shutdown_due = false;
-        self.ended(Disconnect::Lost { reason });
+        self.write_error.get_or_insert(reason);
     }
 
     /// Appends message chunks, round-robin, until a batch is full.
@@ -679,6 +690,12 @@ impl TcpTransport {
                 if !self.control.is_empty() && !self.write_blocked {
                     let _ = self.poll_write_out(cx);
                 }
+                // Everything the peer sent before writing failed has been
+                // read (a CLOSE among it would have ended the chat
+                // properly): now the connection is lost.
+                if let Some(reason) = self.write_error.clone() {
+                    self.ended(Disconnect::Lost { reason });
+                }
                 if self.events.is_empty() {
                     return Poll::Pending;
                 }
@@ -686,10 +703,16 @@ impl TcpTransport {
         }
     }
 
-    /// Writes what is queued, waiting for the socket, for at most `limit`.
-    async fn write_all_queued(&mut self, limit: Duration) {
-        let _ =
-            tokio::time::timeout(limit, std::future::poll_fn(|cx| self.poll_write_out(cx))).await;
+    /// Writes what is queued, then close_notify and FIN; waits for the
+    /// socket at most [`LINGER`] for all of it.
+    async fn write_and_shut_down(&mut self) {
+        let _ = tokio::time::timeout(LINGER, async {
+            std::future::poll_fn(|cx| self.poll_write_out(cx)).await;
+            if self.write_error.is_none() {
+                let _ = self.io.shutdown().await;
+            }
+        })
+        .await;
     }
 
     /// After we close: reads and discards until the peer closes too, or
@@ -766,9 +789,8 @@ impl Transport for TcpTransport {
         self.reported = true;
         // Queued acknowledgements go first, then CLOSE, close_notify, FIN.
         self.queue_close(code, &reason);
-        self.write_all_queued(LINGER).await;
         self.shutdown_due = false;
-        let _ = tokio::time::timeout(LINGER, self.io.shutdown()).await;
+        self.write_and_shut_down().await;
         self.linger().await;
     }
 
@@ -777,8 +799,7 @@ impl Transport for TcpTransport {
         // is queued, then close_notify and FIN. A lost connection owes
         // nothing.
         if self.shutdown_due {
-            self.write_all_queued(LINGER).await;
-            let _ = tokio::time::timeout(LINGER, self.io.shutdown()).await;
+            self.write_and_shut_down().await;
             if matches!(self.end, Some(Disconnect::Violation { .. })) {
                 self.linger().await;
             }
