@@ -11,8 +11,10 @@
 //!
 //! Cases, each for QUIC and for TLS over TCP:
 //! - **floor**: bare UDP / TCP (`TCP_NODELAY`) ping-pong, 32 B, tokio on
-//!   both sides, one `current_thread` runtime per side ([`floor`]); the TCP
-//!   row also shows the same ping-pong over TLS, for what TLS alone adds;
+//!   both sides, one `current_thread` runtime per side ([`floor`]); beside
+//!   them, what the stack alone costs for the chat's pattern: the TCP row
+//!   shows the same ping-pong over TLS, the UDP row a minimal chat/1-shaped
+//!   quinn program; every ping-pong also reports CPU time per round trip;
 //! - **rtt**: sequential 32 B messages, p50/p90/p99/max of the RTT the
 //!   session reports, and its ratio to the floor; through the library
 //!   ([`library`]) and through the real binary ([`binary`]);
@@ -347,7 +349,11 @@ fn describe(case: &str, via: Via, kind: Kind, p: &Plan) -> String {
             p.rtt_n,
             p.rtt_warmup,
             match kind {
-                Kind::Quic => "",
+                Kind::Quic => {
+                    "; quinn = a minimal quinn program shaped like chat/1 (a new uni stream per \
+                     32 B message, a 2 B answer on one stream back, quinn defaults): what quinn \
+                     alone costs, not a floor"
+                }
                 Kind::Tcp => {
                     "; tls = the same over TLS 1.3 with the chat's TLS configuration \
                      (tokio-rustls, one task per side): what TLS alone adds, not a floor"
