@@ -4,10 +4,10 @@
 //! wait behind each other; acknowledgements travel on a dedicated control
 //! stream, so an ack never waits behind message data. Per connection there
 //! are a few long-lived tasks (control writer, message sender, stream
-//! acceptor, close watcher, control-stream watchdog); a message stream is
-//! written or read in place when it can be done in one go, as a short
-//! message usually can, and gets a short task of its own only if it has to
-//! wait.
+//! acceptor, close watcher, control-stream watchdog), and a short task per
+//! message stream received. An outgoing message stream is written in place
+//! when it can be done in one go, as a short message usually can, and gets
+//! a task of its own only if it has to wait.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -519,8 +519,8 @@ async fn send_messages(
 }
 
 /// Polls `task` once here and gives it a task of its own only if it has to
-/// wait. A short message usually leaves, or arrives, whole in that one
-/// poll, and spawning a task for it costs more than the work it carries.
+/// wait. A short message usually leaves whole in that one poll, and
+/// spawning a task for it costs more than the work it carries.
 async fn run_or_spawn<F>(task: F)
 where
     F: Future<Output = ()> + Send + 'static,
@@ -560,7 +560,13 @@ async fn write_message(mut stream: SendStream, id: MessageId, body: Bytes) {
 async fn accept_streams(shared: Shared) {
     loop {
         match shared.conn.accept_uni().await {
-            Ok(stream) => run_or_spawn(read_stream(shared.clone(), stream)).await,
+            // Each stream gets a task of its own, spawned in the order the
+            // streams arrive: run in place, a stream whose message was
+            // complete would overtake an earlier one still arriving, and
+            // messages would be shown out of order far more often.
+            Ok(stream) => {
+                tokio::spawn(read_stream(shared.clone(), stream));
+            }
             Err(e) => {
                 debug!("no more streams: {}", sanitize_line(&e.to_string()));
                 return;
