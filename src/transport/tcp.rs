@@ -414,7 +414,11 @@ impl TcpTransport {
         }
         loop {
             if self.out.is_empty() {
-                self.out = self.control.split();
+                // Copied rather than swapped in, so that both buffers keep
+                // the room they grew to instead of growing again each batch.
+                self.out.clear();
+                self.out.extend_from_slice(&self.control);
+                self.control.clear();
                 self.fill_with_data();
             }
             if self.out.is_empty() {
