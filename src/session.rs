@@ -211,7 +211,8 @@ pub async fn run<T: Transport>(
                 return end(d, &outstanding, io);
             }
             // Last in a biased select: taken only when nothing above is
-            // ready, i.e. just before the session would wait.
+            // ready, i.e. just before the session would wait. What this
+            // turn queued (messages, acks, output lines) leaves together.
             () = std::future::ready(()), if !flushed => {
                 transport.flush();
                 io.out.flush();
