@@ -50,6 +50,10 @@ const EVENT_QUEUE: usize = 64;
 /// for the session, and further streams wait unread under flow control.
 const MAX_READING: usize = 16;
 
+/// Bytes a message reader takes in before it lets the other tasks run (as
+/// the TCP reader does).
+const READ_TURN: usize = 64 * 1024;
+
 /// Longest we wait, when closing, for queued acknowledgements to reach the
 /// peer before CONNECTION_CLOSE discards them.
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
@@ -699,6 +703,7 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
     let limit = shared.limits.max_message_size;
     let mut body = Body::default();
     body.push(reader.buf.split().freeze());
+    let mut this_turn = 0;
     loop {
         if body.len() as u64 > limit {
             // A refused message still counts as received: its id may not be
@@ -724,11 +729,17 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
         }
         match reader.stream.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => {
+                this_turn += chunk.bytes.len();
                 body.push(chunk.bytes);
                 // Reading chunks quinn already holds never waits, so without
                 // this one task could take in a whole stream window (about
                 // 1.25 MB) per turn while acks and small messages wait.
-                tokio::task::consume_budget().await;
+                if this_turn >= READ_TURN {
+                    this_turn = 0;
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::task::consume_budget().await;
+                }
             }
             Ok(None) => break,
             // Reset by the sender: the message is abandoned, not acknowledged.
