@@ -53,6 +53,10 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// the rest stays in the writer, where control frames go first.
 const NOTSENT_LOWAT: u32 = 64 * 1024;
 
+/// Control frames (acks) queued and not yet written beyond which nothing
+/// more is read from the peer.
+const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
+
 /// Bytes the reader takes in before it lets the other tasks run. The whole
 /// process is one thread; left to tokio's budget alone, a reader fed a large
 /// message decrypts megabytes per turn while the session waits to ack the
@@ -687,6 +691,16 @@ impl TcpTransport {
                 let _ = self.poll_write_out(cx);
             }
             self.poll_ping(cx);
+            if self.write_blocked && self.control.len() >= MAX_CONTROL_BACKLOG {
+                // The peer does not read the acks it is owed: read nothing
+                // more from it until it does (each message read would add
+                // one). Being writable again wakes us; a peer that stays
+                // like this is dropped at the idle timeout.
+                if self.poll_idle(cx).is_ready() {
+                    continue;
+                }
+                return Poll::Pending;
+            }
             if self.events.is_empty() && self.poll_read_in(cx).is_pending() {
                 // Nothing more to read: control frames queued meanwhile
                 // (acks, and REJECTs the reading itself produced, which
@@ -808,5 +822,91 @@ impl Transport for TcpTransport {
                 self.linger().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity;
+    use crate::tls::{FingerprintVerifier, ServerTrust};
+    use crate::transport::Handshaken as _;
+
+    /// A peer that sends messages and never reads its acks: the transport
+    /// stops reading once [`MAX_CONTROL_BACKLOG`] of acks wait, rather than
+    /// queueing one more ack per message for as long as the peer goes on.
+    #[tokio::test]
+    async fn a_peer_that_never_reads_its_acks_is_not_read_either() {
+        let dir = std::env::temp_dir().join(format!("chat-tcp-backlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        identity::write_new(&dir, &[], true).unwrap();
+        let id = Identity::load(
+            &dir.join(identity::CERT_FILE),
+            &dir.join(identity::KEY_FILE),
+        )
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), &id, LINGER * 5)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut handshaken) = mpsc::channel(1);
+        let _acceptor = listener.spawn_acceptor(tx);
+
+        let client_tls = tls::client_config(
+            FingerprintVerifier::new(ServerTrust::AnyValidSignature),
+            None,
+        )
+        .unwrap();
+        let _peer = tokio::spawn(async move {
+            // A small receive buffer, so that unread acks fill it soon.
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let tcp = socket.connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("chat").unwrap();
+            let mut tls = TlsConnector::from(Arc::new(client_tls))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let mut frames = BytesMut::new();
+            for id in 0.. {
+                encode_chunk_header(&mut frames, frame_type::END, id, 0);
+                if frames.len() >= 16 * 1024 {
+                    if tls.write_all(&frames).await.is_err() {
+                        return;
+                    }
+                    frames.clear();
+                }
+            }
+        });
+
+        let limits = Limits {
+            max_message_size: 1024,
+            idle_timeout: Duration::from_secs(60),
+        };
+        let mut transport = handshaken.recv().await.unwrap().start(limits).await;
+        // The session's part: ack each message. Once the transport stops
+        // reading, no event comes for a while.
+        let mut messages = 0u64;
+        while messages < 2_000_000 {
+            match tokio::time::timeout(Duration::from_secs(1), transport.next_event()).await {
+                Ok(Event::Message { id, .. }) => {
+                    transport.ack(id);
+                    messages += 1;
+                }
+                Ok(other) => panic!("unexpected event {other:?}"),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            messages < 2_000_000,
+            "the transport went on reading a peer that reads nothing"
+        );
+        assert!(
+            transport.control.len() <= MAX_CONTROL_BACKLOG + 64,
+            "{} bytes of acks queued after {messages} messages",
+            transport.control.len()
+        );
+        assert!(transport.write_blocked);
     }
 }
