@@ -10,7 +10,7 @@
 //! a task of its own only if it has to wait.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -53,6 +53,12 @@ const MAX_READING: usize = 16;
 /// Bytes a message reader takes in before it lets the other tasks run (as
 /// the TCP reader does).
 const READ_TURN: usize = 64 * 1024;
+
+/// Control frames (acks) queued and not yet taken by quinn beyond which no
+/// new message stream is read: a peer that does not read its acks cannot
+/// make us queue one per message without end. (Our own sender keeps at most
+/// 1,024 messages unacknowledged, far below.)
+const MAX_CONTROL_BACKLOG: usize = 8192;
 
 /// Longest we wait, when closing, for queued acknowledgements to reach the
 /// peer before CONNECTION_CLOSE discards them.
@@ -260,6 +266,51 @@ enum ControlCmd {
     Flush(oneshot::Sender<()>),
 }
 
+/// What goes to the control-stream writer, counted: the stream acceptor
+/// takes no new message while a peer leaves too many of the acks it is owed
+/// unread (each message taken would queue one more).
+#[derive(Clone)]
+struct ControlQueue {
+    tx: mpsc::UnboundedSender<ControlCmd>,
+    backlog: Arc<Backlog>,
+}
+
+/// Control frames queued and not yet taken by quinn.
+#[derive(Default)]
+struct Backlog {
+    frames: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl ControlQueue {
+    fn frame(&self, f: Frame) {
+        self.backlog.frames.fetch_add(1, Ordering::AcqRel);
+        let _ = self.tx.send(ControlCmd::Frame(f));
+    }
+
+    /// Asks to be told once everything queued so far is written.
+    fn flush(&self, done: oneshot::Sender<()>) -> bool {
+        self.tx.send(ControlCmd::Flush(done)).is_ok()
+    }
+}
+
+impl Backlog {
+    fn written(&self, frames: usize) {
+        self.frames.fetch_sub(frames, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    async fn wait_below(&self, max: usize) {
+        loop {
+            let drained = self.drained.notified();
+            if self.frames.load(Ordering::Acquire) < max {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
 /// A chat/1 connection over QUIC.
 pub struct QuicTransport {
     conn: quinn::Connection,
@@ -267,7 +318,7 @@ pub struct QuicTransport {
     /// CONNECTION_CLOSE leaves before the process exits.
     endpoint: Option<quinn::Endpoint>,
     outgoing: mpsc::UnboundedSender<(MessageId, Bytes)>,
-    control: mpsc::UnboundedSender<ControlCmd>,
+    control: ControlQueue,
     events: mpsc::Receiver<Event>,
     end: EndReason,
     _tasks: super::Tasks,
@@ -279,7 +330,7 @@ struct Shared {
     conn: quinn::Connection,
     limits: Limits,
     events: mpsc::Sender<Event>,
-    control: mpsc::UnboundedSender<ControlCmd>,
+    control: ControlQueue,
     end: EndReason,
     received: Arc<Mutex<ReceivedIds>>,
     peer_control_seen: Arc<AtomicBool>,
@@ -324,7 +375,11 @@ impl QuicTransport {
         limits: Limits,
     ) -> Self {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let (control, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let control = ControlQueue {
+            tx: control_tx,
+            backlog: Arc::default(),
+        };
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let shared = Shared {
             conn: conn.clone(),
@@ -340,7 +395,12 @@ impl QuicTransport {
             tokio::spawn(watch_close(shared.clone())),
             tokio::spawn(accept_streams(shared.clone())),
             tokio::spawn(control_deadline(shared.clone())),
-            tokio::spawn(write_streams(conn.clone(), control_rx, outgoing_rx)),
+            tokio::spawn(write_streams(
+                conn.clone(),
+                control_rx,
+                control.backlog.clone(),
+                outgoing_rx,
+            )),
         ];
         QuicTransport {
             conn,
@@ -360,14 +420,12 @@ impl Transport for QuicTransport {
     }
 
     fn ack(&mut self, id: MessageId) {
-        let _ = self.control.send(ControlCmd::Frame(Frame::Ack { id }));
+        self.control.frame(Frame::Ack { id });
     }
 
     fn reject(&mut self, id: MessageId, code: u64, reason: &str) {
         let reason = Bytes::copy_from_slice(super::clip_reason(reason).as_bytes());
-        let _ = self
-            .control
-            .send(ControlCmd::Frame(Frame::Reject { id, code, reason }));
+        self.control.frame(Frame::Reject { id, code, reason });
     }
 
     async fn next_event(&mut self) -> Event {
@@ -389,7 +447,7 @@ impl Transport for QuicTransport {
         // let queued acknowledgements reach quinn and give them about a round
         // trip to reach the peer.
         let (tx, rx) = oneshot::channel();
-        if self.control.send(ControlCmd::Flush(tx)).is_ok() {
+        if self.control.flush(tx) {
             let _ = tokio::time::timeout(CLOSE_GRACE, rx).await;
             let grace = (self.conn.rtt() * 2).min(CLOSE_GRACE);
             tokio::time::sleep(grace).await;
@@ -450,6 +508,7 @@ async fn control_deadline(shared: Shared) {
 async fn write_streams(
     conn: quinn::Connection,
     control: mpsc::UnboundedReceiver<ControlCmd>,
+    backlog: Arc<Backlog>,
     outgoing: mpsc::UnboundedReceiver<(MessageId, Bytes)>,
 ) {
     // If the control stream cannot be opened the connection is already
@@ -464,17 +523,22 @@ async fn write_streams(
         }
     };
     tokio::join!(
-        write_control(stream, control),
+        write_control(stream, control, backlog),
         send_messages(conn, outgoing)
     );
 }
 
 /// Writes our control stream: its type, then ACK/REJECT frames, batching
 /// whatever is queued into one write.
-async fn write_control(mut stream: SendStream, mut rx: mpsc::UnboundedReceiver<ControlCmd>) {
+async fn write_control(
+    mut stream: SendStream,
+    mut rx: mpsc::UnboundedReceiver<ControlCmd>,
+    backlog: Arc<Backlog>,
+) {
     let mut buf = BytesMut::with_capacity(256);
     put_varint(&mut buf, stream_type::CONTROL);
     let mut flushes = Vec::new();
+    let mut frames = 0;
     loop {
         if !buf.is_empty() {
             if let Err(e) = stream.write_all(&buf).await {
@@ -485,6 +549,8 @@ async fn write_control(mut stream: SendStream, mut rx: mpsc::UnboundedReceiver<C
                 return;
             }
             buf.clear();
+            backlog.written(frames);
+            frames = 0;
         }
         for f in flushes.drain(..) {
             let _: Result<(), ()> = oneshot::Sender::send(f, ());
@@ -493,7 +559,10 @@ async fn write_control(mut stream: SendStream, mut rx: mpsc::UnboundedReceiver<C
         let mut next = Some(cmd);
         while let Some(cmd) = next {
             match cmd {
-                ControlCmd::Frame(f) => f.encode(&mut buf),
+                ControlCmd::Frame(f) => {
+                    f.encode(&mut buf);
+                    frames += 1;
+                }
                 ControlCmd::Flush(tx) => flushes.push(tx),
             }
             next = rx.try_recv().ok();
@@ -563,6 +632,9 @@ async fn write_message(mut stream: SendStream, id: MessageId, body: Bytes) {
 /// Accepts the peer's unidirectional streams and hands each to its reader.
 async fn accept_streams(shared: Shared) {
     loop {
+        // A peer that does not read its acks gets no new stream read (and
+        // so no more stream credit) until it does.
+        shared.control.backlog.wait_below(MAX_CONTROL_BACKLOG).await;
         match shared.conn.accept_uni().await {
             // Each stream gets a task of its own, spawned in the order the
             // streams arrive: run in place, a stream whose message was
@@ -720,11 +792,11 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
                 limit,
                 "rejecting message over the size limit"
             );
-            let _ = shared.control.send(ControlCmd::Frame(Frame::Reject {
+            shared.control.frame(Frame::Reject {
                 id,
                 code: reject_code::TOO_LARGE,
                 reason: Bytes::from(format!("message exceeds the limit of {limit} bytes")),
-            }));
+            });
             return;
         }
         match reader.stream.read_chunk(usize::MAX, true).await {
@@ -755,5 +827,104 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
     }
     if shared.record_received(id) {
         let _ = shared.events.send(Event::Message { id, body }).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity;
+    use crate::tls::{FingerprintVerifier, ServerTrust};
+    use crate::transport::Handshaken as _;
+
+    /// A peer that sends messages and never reads its acks: once
+    /// [`MAX_CONTROL_BACKLOG`] acks wait, no new message stream is read (so
+    /// the peer gets no new stream credit either), rather than one more ack
+    /// being queued per message for as long as the peer goes on.
+    #[tokio::test]
+    async fn a_peer_that_never_reads_its_acks_gets_no_new_stream_read() {
+        let dir = std::env::temp_dir().join(format!("chat-quic-backlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        identity::write_new(&dir, &[], true).unwrap();
+        let id = Identity::load(
+            &dir.join(identity::CERT_FILE),
+            &dir.join(identity::KEY_FILE),
+        )
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = Limits {
+            max_message_size: 1024,
+            idle_timeout: Duration::from_secs(60),
+        };
+        let listener = Listener::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &id,
+            &limits,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut handshaken) = mpsc::channel(1);
+        let _acceptor = listener.spawn_acceptor(tx);
+
+        let client_tls = tls::client_config(
+            FingerprintVerifier::new(ServerTrust::AnyValidSignature),
+            None,
+        )
+        .unwrap();
+        let _peer = tokio::spawn(async move {
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
+            let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+            let mut transport = quinn::TransportConfig::default();
+            // Little room for the acks it never reads.
+            transport.stream_receive_window(VarInt::from_u32(1024));
+            config.transport_config(Arc::new(transport));
+            let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            let conn = endpoint
+                .connect_with(config, addr, "chat")
+                .unwrap()
+                .await
+                .unwrap();
+            let mut control = conn.open_uni().await.unwrap();
+            let mut header = BytesMut::new();
+            put_varint(&mut header, stream_type::CONTROL);
+            control.write_all(&header).await.unwrap();
+            for id in 0u64.. {
+                let Ok(mut stream) = conn.open_uni().await else {
+                    return;
+                };
+                header.clear();
+                put_varint(&mut header, stream_type::MESSAGE);
+                put_varint(&mut header, id);
+                if stream.write_all(&header).await.is_err() {
+                    return;
+                }
+                let _ = stream.finish();
+            }
+        });
+
+        let mut transport = handshaken.recv().await.unwrap().start(limits).await;
+        // The session's part: ack each message. Once no new stream is
+        // read, no event comes for a while.
+        let mut messages = 0u64;
+        while messages < 50_000 {
+            match tokio::time::timeout(Duration::from_secs(1), transport.next_event()).await {
+                Ok(Event::Message { id, .. }) => {
+                    transport.ack(id);
+                    messages += 1;
+                }
+                Ok(other) => panic!("unexpected event {other:?}"),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            messages < 50_000,
+            "the transport went on reading a peer that reads nothing"
+        );
+        let backlog = transport.control.backlog.frames.load(Ordering::Acquire);
+        assert!(
+            (MAX_CONTROL_BACKLOG..MAX_CONTROL_BACKLOG + 200).contains(&backlog),
+            "{backlog} acks queued after {messages} messages"
+        );
     }
 }
