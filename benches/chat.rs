@@ -463,23 +463,28 @@ fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
                 Kind::Tcp => floor::tcp(p.small, p.rtt_warmup, p.rtt_n)?,
             };
             let mut f = pingpong_figures(&floor);
-            if kind == Kind::Quic {
-                let (identity, client) = library::tls_parts(&env.lib)?;
-                let q = floor::quinn(identity, client, p.small, p.rtt_warmup, p.rtt_n)?;
-                let q = pingpong_figures(&q);
-                let get = |name| q.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |f| f.1);
-                f.push(("quinn_p50_us", get("p50_us")));
-                f.push(("quinn_p99_us", get("p99_us")));
-                f.push(("quinn_cpu_per_rt_us", get("cpu_per_rt_us")));
-            }
-            if kind == Kind::Tcp {
-                let (identity, client) = library::tls_parts(&env.lib)?;
-                let tls = floor::tls(identity, client, p.small, p.rtt_warmup, p.rtt_n)?;
-                let t = pingpong_figures(&tls);
-                let get = |name| t.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |f| f.1);
-                f.push(("tls_p50_us", get("p50_us")));
-                f.push(("tls_p99_us", get("p99_us")));
-                f.push(("tls_cpu_per_rt_us", get("cpu_per_rt_us")));
+            // Beside the floor, what the stack alone costs for the chat's
+            // pattern (not a floor: no target uses it).
+            let (identity, client) = library::tls_parts(&env.lib)?;
+            let (stack, names) = match kind {
+                Kind::Quic => (
+                    floor::quinn(identity, client, p.small, p.rtt_warmup, p.rtt_n)?,
+                    ["quinn_p50_us", "quinn_p99_us", "quinn_cpu_per_rt_us"],
+                ),
+                Kind::Tcp => (
+                    floor::tls(identity, client, p.small, p.rtt_warmup, p.rtt_n)?,
+                    ["tls_p50_us", "tls_p99_us", "tls_cpu_per_rt_us"],
+                ),
+            };
+            let stack = pingpong_figures(&stack);
+            let get = |name| {
+                stack
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(f64::NAN, |f| f.1)
+            };
+            for (name, of) in names.into_iter().zip(["p50_us", "p99_us", "cpu_per_rt_us"]) {
+                f.push((name, get(of)));
             }
             f
         }

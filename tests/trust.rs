@@ -353,8 +353,14 @@ const PROMPT_TIMEOUT: Duration = TIMEOUT;
 
 /// The plain-mode client on a pty for a fresh home, first contact.
 fn interactive_client(t: Transport, addr: &str, home: &TempDir) -> PtyPeer {
+    interactive_client_with(t, addr, home, &[])
+}
+
+/// The same, with more arguments.
+fn interactive_client_with(t: Transport, addr: &str, home: &TempDir, extra: &[&str]) -> PtyPeer {
     let args = ClientBuilder::new(t, &loopback_key(addr))
         .plain()
+        .args(extra)
         .command_args(home.path());
     PtyPeer::spawn(format!("pty-client/{}", t.as_str()), &args)
 }
@@ -395,11 +401,7 @@ fn slow_answer_at_the_prompt_keeps_the_connection(t: Transport) {
     let idle = ["--idle-timeout", "2"];
     let (mut server, addr, _) = start_server(t, &idle);
     let home = TempDir::new("client-home");
-    let args = ClientBuilder::new(t, &loopback_key(&addr))
-        .plain()
-        .args(&idle)
-        .command_args(home.path());
-    let mut client = PtyPeer::spawn(format!("pty-client/{}", t.as_str()), &args);
+    let mut client = interactive_client_with(t, &addr, &home, &idle);
     client.wait_for("Trust this server? [y/N]", PROMPT_TIMEOUT);
     server.settle(Duration::from_secs(5));
     let gone = server.events_named("disconnected");
@@ -429,11 +431,7 @@ fn busy_server_while_at_the_prompt_is_reported_as_busy(t: Transport) {
         ..
     } = start_chat(t, &[], &[]);
     let home = TempDir::new("client-home");
-    let args = ClientBuilder::new(t, &loopback_key(&addr))
-        .plain()
-        .args(&idle)
-        .command_args(home.path());
-    let mut client = PtyPeer::spawn(format!("pty-client/{}", t.as_str()), &args);
+    let mut client = interactive_client_with(t, &addr, &home, &idle);
     client.wait_for("Trust this server? [y/N]", PROMPT_TIMEOUT);
     // The server's linger (1 s) ends, then a few keep-alives (every 0.7 s)
     // hit the closed socket.

@@ -258,3 +258,52 @@ pub trait Handshaken: Send + 'static {
     /// Turns the peer away with a close code and reason phrase.
     fn refuse(self, code: u64, reason: &str) -> impl Future<Output = ()> + Send;
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! What the transports' tests share.
+    use super::{Event, Transport};
+    use crate::identity::{self, Identity};
+    use crate::tls::{self, FingerprintVerifier, ServerTrust};
+    use std::time::Duration;
+
+    /// A fresh identity, as `chat cert` makes one.
+    pub fn identity(name: &str) -> Identity {
+        let dir = std::env::temp_dir().join(format!("chat-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        identity::write_new(&dir, &[], true).unwrap();
+        let id = Identity::load(
+            &dir.join(identity::CERT_FILE),
+            &dir.join(identity::KEY_FILE),
+        )
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        id
+    }
+
+    /// A client that trusts any server.
+    pub fn client_tls() -> rustls::ClientConfig {
+        tls::client_config(
+            FingerprintVerifier::new(ServerTrust::AnyValidSignature),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Plays the session: acknowledges each message until none comes for a
+    /// second, or `max` were read. Returns how many were read.
+    pub async fn ack_until_quiet<T: Transport>(transport: &mut T, max: u64) -> u64 {
+        let mut messages = 0;
+        while messages < max {
+            match tokio::time::timeout(Duration::from_secs(1), transport.next_event()).await {
+                Ok(Event::Message { id, .. }) => {
+                    transport.ack(id);
+                    messages += 1;
+                }
+                Ok(other) => panic!("unexpected event {other:?}"),
+                Err(_) => break,
+            }
+        }
+        messages
+    }
+}

@@ -833,9 +833,8 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity;
-    use crate::tls::{FingerprintVerifier, ServerTrust};
     use crate::transport::Handshaken as _;
+    use crate::transport::testing;
 
     /// A peer that sends messages and never reads its acks: once
     /// [`MAX_CONTROL_BACKLOG`] acks wait, no new message stream is read (so
@@ -843,15 +842,7 @@ mod tests {
     /// being queued per message for as long as the peer goes on.
     #[tokio::test]
     async fn a_peer_that_never_reads_its_acks_gets_no_new_stream_read() {
-        let dir = std::env::temp_dir().join(format!("chat-quic-backlog-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        identity::write_new(&dir, &[], true).unwrap();
-        let id = Identity::load(
-            &dir.join(identity::CERT_FILE),
-            &dir.join(identity::KEY_FILE),
-        )
-        .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let id = testing::identity("quic-backlog");
         let limits = Limits {
             max_message_size: 1024,
             idle_timeout: Duration::from_secs(60),
@@ -867,11 +858,7 @@ mod tests {
         let (tx, mut handshaken) = mpsc::channel(1);
         let _acceptor = listener.spawn_acceptor(tx);
 
-        let client_tls = tls::client_config(
-            FingerprintVerifier::new(ServerTrust::AnyValidSignature),
-            None,
-        )
-        .unwrap();
+        let client_tls = testing::client_tls();
         let _peer = tokio::spawn(async move {
             let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
             let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -906,17 +893,7 @@ mod tests {
         let mut transport = handshaken.recv().await.unwrap().start(limits).await;
         // The session's part: ack each message. Once no new stream is
         // read, no event comes for a while.
-        let mut messages = 0u64;
-        while messages < 50_000 {
-            match tokio::time::timeout(Duration::from_secs(1), transport.next_event()).await {
-                Ok(Event::Message { id, .. }) => {
-                    transport.ack(id);
-                    messages += 1;
-                }
-                Ok(other) => panic!("unexpected event {other:?}"),
-                Err(_) => break,
-            }
-        }
+        let messages = testing::ack_until_quiet(&mut transport, 50_000).await;
         assert!(
             messages < 50_000,
             "the transport went on reading a peer that reads nothing"

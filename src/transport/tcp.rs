@@ -828,24 +828,15 @@ impl Transport for TcpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity;
-    use crate::tls::{FingerprintVerifier, ServerTrust};
     use crate::transport::Handshaken as _;
+    use crate::transport::testing;
 
     /// A peer that sends messages and never reads its acks: the transport
     /// stops reading once [`MAX_CONTROL_BACKLOG`] of acks wait, rather than
     /// queueing one more ack per message for as long as the peer goes on.
     #[tokio::test]
     async fn a_peer_that_never_reads_its_acks_is_not_read_either() {
-        let dir = std::env::temp_dir().join(format!("chat-tcp-backlog-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        identity::write_new(&dir, &[], true).unwrap();
-        let id = Identity::load(
-            &dir.join(identity::CERT_FILE),
-            &dir.join(identity::KEY_FILE),
-        )
-        .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let id = testing::identity("tcp-backlog");
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), &id, LINGER * 5)
             .await
             .unwrap();
@@ -853,11 +844,7 @@ mod tests {
         let (tx, mut handshaken) = mpsc::channel(1);
         let _acceptor = listener.spawn_acceptor(tx);
 
-        let client_tls = tls::client_config(
-            FingerprintVerifier::new(ServerTrust::AnyValidSignature),
-            None,
-        )
-        .unwrap();
+        let client_tls = testing::client_tls();
         let _peer = tokio::spawn(async move {
             // A small receive buffer, so that unread acks fill it soon.
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -887,17 +874,7 @@ mod tests {
         let mut transport = handshaken.recv().await.unwrap().start(limits).await;
         // The session's part: ack each message. Once the transport stops
         // reading, no event comes for a while.
-        let mut messages = 0u64;
-        while messages < 2_000_000 {
-            match tokio::time::timeout(Duration::from_secs(1), transport.next_event()).await {
-                Ok(Event::Message { id, .. }) => {
-                    transport.ack(id);
-                    messages += 1;
-                }
-                Ok(other) => panic!("unexpected event {other:?}"),
-                Err(_) => break,
-            }
-        }
+        let messages = testing::ack_until_quiet(&mut transport, 2_000_000).await;
         assert!(
             messages < 2_000_000,
             "the transport went on reading a peer that reads nothing"
