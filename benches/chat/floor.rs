@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::util::{CpuClock, spawn_runtime, thread_id};
@@ -88,17 +88,9 @@ pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<PingPong> {
     let echo = spawn_runtime("floor-tcp-echo", move || async move {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         ready_tx.send((listener.local_addr()?, thread_id()))?;
-        let (mut sock, _) = listener.accept().await?;
+        let (sock, _) = listener.accept().await?;
         sock.set_nodelay(true)?;
-        let mut buf = vec![0u8; size];
-        loop {
-            // The client closing its end is its "done".
-            match sock.read_exact(&mut buf).await {
-                Ok(_) => sock.write_all(&buf).await?,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        echo_stream(sock, size).await
     })?;
     let (addr, echo_tid) = ready
         .recv_timeout(Duration::from_secs(10))
@@ -106,31 +98,60 @@ pub fn tcp(size: usize, warmup: usize, n: usize) -> Result<PingPong> {
     let client = spawn_runtime("floor-tcp-client", move || async move {
         let mut sock = TcpStream::connect(addr).await?;
         sock.set_nodelay(true)?;
-        let msg = vec![b'x'; size];
-        let mut buf = vec![0u8; size];
-        let mut rtts = Vec::with_capacity(n);
-        let mut cpu = CpuClock::new(echo_tid);
-        for i in 0..warmup + n {
-            if i == warmup {
-                cpu.start();
-            }
-            let t0 = Instant::now();
-            sock.write_all(&msg).await?;
-            tokio::time::timeout(ECHO_TIMEOUT, sock.read_exact(&mut buf))
-                .await
-                .context("TCP echo stalled")??;
-            if i >= warmup {
-                rtts.push(t0.elapsed());
-            }
-        }
-        Ok(PingPong {
-            rtts,
-            cpu: cpu.stop(),
-        })
+        ping_stream(&mut sock, size, warmup, n, echo_tid).await
     })?;
     let rtts = client.wait(CASE_TIMEOUT)?;
     echo.wait(Duration::from_secs(5))?;
     Ok(rtts)
+}
+
+/// The echo side of a stream ping-pong, until the client closes its end.
+async fn echo_stream<S: AsyncRead + AsyncWrite + Unpin>(mut sock: S, size: usize) -> Result<()> {
+    let mut buf = vec![0u8; size];
+    loop {
+        match sock.read_exact(&mut buf).await {
+            Ok(_) => {
+                sock.write_all(&buf).await?;
+                // (TLS: out of rustls' buffer. TCP: nothing to do.)
+                sock.flush().await?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The client side of a stream ping-pong: `warmup + n` round trips of
+/// `size` bytes, the last `n` timed, with the CPU time of both sides.
+async fn ping_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: &mut S,
+    size: usize,
+    warmup: usize,
+    n: usize,
+    echo_tid: i64,
+) -> Result<PingPong> {
+    let msg = vec![b'x'; size];
+    let mut buf = vec![0u8; size];
+    let mut rtts = Vec::with_capacity(n);
+    let mut cpu = CpuClock::new(echo_tid);
+    for i in 0..warmup + n {
+        if i == warmup {
+            cpu.start();
+        }
+        let t0 = Instant::now();
+        sock.write_all(&msg).await?;
+        sock.flush().await?;
+        tokio::time::timeout(ECHO_TIMEOUT, sock.read_exact(&mut buf))
+            .await
+            .context("the echo stalled")??;
+        if i >= warmup {
+            rtts.push(t0.elapsed());
+        }
+    }
+    Ok(PingPong {
+        rtts,
+        cpu: cpu.stop(),
+    })
 }
 
 /// Round-trip times of `n` TLS 1.3 ping-pongs of `size` bytes after
@@ -151,18 +172,8 @@ pub fn tls(
         ready_tx.send((listener.local_addr()?, thread_id()))?;
         let (sock, _) = listener.accept().await?;
         sock.set_nodelay(true)?;
-        let mut sock = tokio_rustls::TlsAcceptor::from(server).accept(sock).await?;
-        let mut buf = vec![0u8; size];
-        loop {
-            match sock.read_exact(&mut buf).await {
-                Ok(_) => {
-                    sock.write_all(&buf).await?;
-                    sock.flush().await?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let sock = tokio_rustls::TlsAcceptor::from(server).accept(sock).await?;
+        echo_stream(sock, size).await
     })?;
     let (addr, echo_tid) = ready
         .recv_timeout(Duration::from_secs(10))
@@ -174,27 +185,9 @@ pub fn tls(
         let mut sock = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
             .connect(name, sock)
             .await?;
-        let msg = vec![b'x'; size];
-        let mut buf = vec![0u8; size];
-        let mut rtts = Vec::with_capacity(n);
-        let mut cpu = CpuClock::new(echo_tid);
-        for i in 0..warmup + n {
-            if i == warmup {
-                cpu.start();
-            }
-            let t0 = Instant::now();
-            sock.write_all(&msg).await?;
-            sock.flush().await?;
-            tokio::time::timeout(ECHO_TIMEOUT, sock.read_exact(&mut buf))
-                .await
-                .context("TLS echo stalled")??;
-            if i >= warmup {
-                rtts.push(t0.elapsed());
-            }
-        }
-        let cpu = cpu.stop();
+        let pingpong = ping_stream(&mut sock, size, warmup, n, echo_tid).await?;
         sock.shutdown().await?;
-        Ok(PingPong { rtts, cpu })
+        Ok(pingpong)
     })?;
     let rtts = client.wait(CASE_TIMEOUT)?;
     echo.wait(Duration::from_secs(5))?;
