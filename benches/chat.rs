@@ -62,21 +62,7 @@ use clap::{Parser, ValueEnum};
 use report::Row;
 use util::latency_figures;
 
-/// Which transport a case is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    Quic,
-    Tcp,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Quic => "quic",
-            Kind::Tcp => "tcp",
-        }
-    }
-}
+pub use chat::TransportKind;
 
 /// How a case reaches the chat code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,7 +107,7 @@ struct Opts {
     filters: Vec<String>,
     /// Only these transports (default: both).
     #[arg(long, value_delimiter = ',')]
-    transport: Vec<Kind>,
+    transport: Vec<TransportKind>,
     /// Only through the library or only through the binary (default: both).
     #[arg(long)]
     via: Option<Via>,
@@ -288,7 +274,7 @@ fn run(opts: &Opts) -> Result<bool> {
 /// The (case, via, transport) units to run, in order. Cases are
 /// interleaved by transport so that the two transports, and each rtt and
 /// its floor, are measured close together in time.
-fn selection(opts: &Opts) -> Vec<(&'static str, Via, Kind)> {
+fn selection(opts: &Opts) -> Vec<(&'static str, Via, TransportKind)> {
     let mut wanted: Vec<&str> = opts
         .cases
         .iter()
@@ -304,8 +290,8 @@ fn selection(opts: &Opts) -> Vec<(&'static str, Via, Kind)> {
             || (wanted.contains(&"memory") && via == Via::Bin && matches!(case, "bulk" | "idle"))
     };
     let via_ok = |via: Via| via == Via::Bare || opts.via.is_none_or(|v| v == via);
-    let kinds: Vec<Kind> = if opts.transport.is_empty() {
-        vec![Kind::Quic, Kind::Tcp]
+    let kinds: Vec<TransportKind> = if opts.transport.is_empty() {
+        vec![TransportKind::Quic, TransportKind::Tcp]
     } else {
         opts.transport.clone()
     };
@@ -334,11 +320,11 @@ fn selection(opts: &Opts) -> Vec<(&'static str, Via, Kind)> {
 }
 
 /// Exactly what a case measures, with this run's counts.
-fn describe(case: &str, via: Via, kind: Kind, p: &Plan) -> String {
+fn describe(case: &str, via: Via, kind: TransportKind, p: &Plan) -> String {
     let t = kind.name();
     let socket = match kind {
-        Kind::Quic => "UDP",
-        Kind::Tcp => "TCP (TCP_NODELAY)",
+        TransportKind::Quic => "UDP",
+        TransportKind::Tcp => "TCP (TCP_NODELAY)",
     };
     let mib = p.bulk_size >> 20;
     match (case, via) {
@@ -349,12 +335,12 @@ fn describe(case: &str, via: Via, kind: Kind, p: &Plan) -> String {
             p.rtt_n,
             p.rtt_warmup,
             match kind {
-                Kind::Quic => {
+                TransportKind::Quic => {
                     "; quinn = a minimal quinn program shaped like chat/1 (a new uni stream per \
                      32 B message, a 2 B answer on one stream back, quinn defaults): what quinn \
                      alone costs, not a floor"
                 }
-                Kind::Tcp => {
+                TransportKind::Tcp => {
                     "; tls = the same over TLS 1.3 with the chat's TLS configuration \
                      (tokio-rustls, one task per side): what TLS alone adds, not a floor"
                 }
@@ -442,7 +428,7 @@ fn pingpong_figures(p: &floor::PingPong) -> Figures {
 }
 
 /// Runs one case once.
-fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
+fn measure(case: &str, via: Via, kind: TransportKind, env: &Env) -> Result<Figures> {
     let p = &env.plan;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let per_msg = |cpu: Option<Duration>, n: usize| cpu.map_or(f64::NAN, |c| us(c) / n as f64);
@@ -459,19 +445,19 @@ fn measure(case: &str, via: Via, kind: Kind, env: &Env) -> Result<Figures> {
     Ok(match (case, via) {
         ("floor", _) => {
             let floor = match kind {
-                Kind::Quic => floor::udp(p.small, p.rtt_warmup, p.rtt_n)?,
-                Kind::Tcp => floor::tcp(p.small, p.rtt_warmup, p.rtt_n)?,
+                TransportKind::Quic => floor::udp(p.small, p.rtt_warmup, p.rtt_n)?,
+                TransportKind::Tcp => floor::tcp(p.small, p.rtt_warmup, p.rtt_n)?,
             };
             let mut f = pingpong_figures(&floor);
             // Beside the floor, what the stack alone costs for the chat's
             // pattern (not a floor: no target uses it).
             let (identity, client) = library::tls_parts(&env.lib)?;
             let (stack, names) = match kind {
-                Kind::Quic => (
+                TransportKind::Quic => (
                     floor::quinn(identity, client, p.small, p.rtt_warmup, p.rtt_n)?,
                     ["quinn_p50_us", "quinn_p99_us", "quinn_cpu_per_rt_us"],
                 ),
-                Kind::Tcp => (
+                TransportKind::Tcp => (
                     floor::tls(identity, client, p.small, p.rtt_warmup, p.rtt_n)?,
                     ["tls_p50_us", "tls_p99_us", "tls_cpu_per_rt_us"],
                 ),

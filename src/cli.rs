@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::identity::Fingerprint;
+use crate::transport::TransportKind;
 
 /// Default port for both transports.
 pub const DEFAULT_PORT: u16 = 7200;
@@ -58,21 +59,6 @@ pub struct CertArgs {
 pub enum Mode {
     Server,
     Client,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TransportKind {
-    Quic,
-    Tcp,
-}
-
-impl TransportKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            TransportKind::Quic => "quic",
-            TransportKind::Tcp => "tcp",
-        }
-    }
 }
 
 #[derive(Debug, Args)]

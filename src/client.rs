@@ -11,12 +11,13 @@ use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::cli::{ChatArgs, TransportKind};
+use crate::cli::ChatArgs;
 use crate::identity::{self, Fingerprint, Identity};
 use crate::known_hosts::{self, KnownHosts};
 use crate::render::sanitize_line;
 use crate::session::{self, Role, UserIo};
 use crate::tls::{self, FingerprintVerifier, ServerTrust};
+use crate::transport::TransportKind;
 use crate::transport::{Limits, PeerInfo, Transport, close_code, quic, tcp};
 
 /// How long one connection attempt (to one resolved address) may take.
@@ -184,7 +185,7 @@ impl Session<'_> {
         }
         let mut io = UserIo::stdio(self.args.json, Role::Client, self.interrupt);
         io.out
-            .connected(peer.transport, peer.addr, peer.fingerprint, None);
+            .connected(peer.transport.name(), peer.addr, peer.fingerprint, None);
         let outcome = session::run(
             &mut transport,
             &mut io,

@@ -30,3 +30,5 @@ pub mod tls;
 pub mod transport;
 pub mod tty;
 pub mod unconfirmed;
+
+pub use transport::TransportKind;

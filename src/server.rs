@@ -19,10 +19,11 @@ use tracing::{info, warn};
 use crate::allow::{AllowList, Verdict};
 use crate::render::sanitize_line;
 
-use crate::cli::{ChatArgs, TransportKind};
+use crate::cli::ChatArgs;
 use crate::identity::{self, Identity};
 use crate::input::UserInput;
 use crate::session::{self, Role, UserIo};
+use crate::transport::TransportKind;
 use crate::transport::{Handshaken, Limits, Transport, close_code, quic, tcp};
 
 /// How long a client has to complete its handshake.
@@ -154,7 +155,7 @@ async fn serve<H: Handshaken>(
             Some((conn, label)) = admitted.recv() => {
                 let peer = conn.peer().clone();
                 info!(peer = %peer.addr, "client connected");
-                io.out.connected(peer.transport, peer.addr, peer.fingerprint, label.as_deref());
+                io.out.connected(peer.transport.name(), peer.addr, peer.fingerprint, label.as_deref());
                 let mut transport = conn.start(limits.clone()).await;
                 let outcome = session::run(&mut transport, io, Role::Server, limits.idle_timeout).await;
                 // The last bytes of this connection (a CLOSE, the linger)

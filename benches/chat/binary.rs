@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, ensure};
 use serde_json::Value;
 
-use crate::Kind;
 use crate::util::{TempDir, process_cpu_ns, status_mib};
+use chat::TransportKind;
 
 /// How long to wait for an ordinary event (start-up, connection, one ack).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -214,7 +214,7 @@ impl Bin {
 
     /// `chat --mode server --json` on 127.0.0.1, any free port. Returns it
     /// with its address and fingerprint (from its `listening` event).
-    fn server(&self, kind: Kind, reading: Reading) -> Result<(Proc, SocketAddr, String)> {
+    fn server(&self, kind: TransportKind, reading: Reading) -> Result<(Proc, SocketAddr, String)> {
         let args = [
             "--mode",
             "server",
@@ -248,7 +248,7 @@ impl Bin {
     /// `chat --mode client --json` pinned to the server's fingerprint.
     fn client(
         &self,
-        kind: Kind,
+        kind: TransportKind,
         addr: SocketAddr,
         fingerprint: &str,
         stdin: Stdio,
@@ -271,7 +271,7 @@ impl Bin {
     }
 
     /// A server and a connected client (waits for both `connected` events).
-    fn pair(&self, kind: Kind, reading: Reading) -> Result<(Proc, Proc)> {
+    fn pair(&self, kind: TransportKind, reading: Reading) -> Result<(Proc, Proc)> {
         let (mut server, addr, fp) = self.server(kind, reading)?;
         let mut client = self.client(kind, addr, &fp, Stdio::piped(), reading)?;
         client.wait_event("connected", EVENT_TIMEOUT)?;
@@ -441,7 +441,13 @@ fn tail(path: &Path) -> String {
 /// rtt through the binary: `n` sequential `{"text": …}` messages of `size`
 /// bytes, each written once the previous `ack` event was read, after
 /// `warmup` more. Returns the `rtt_us` values the client printed.
-pub fn rtt(bin: &Bin, kind: Kind, size: usize, warmup: usize, n: usize) -> Result<Vec<Duration>> {
+pub fn rtt(
+    bin: &Bin,
+    kind: TransportKind,
+    size: usize,
+    warmup: usize,
+    n: usize,
+) -> Result<Vec<Duration>> {
     let (_server, mut client) = bin.pair(kind, Reading::Prompt)?;
     let line = text_line(size, b'x');
     let mut rtts = Vec::with_capacity(n);
@@ -478,7 +484,7 @@ pub struct Rate {
 /// reading the last `ack` event (read in batches: [`Reading::Coalesced`]).
 /// CPU is each whole process (all threads) over the same window. `n / 10`
 /// messages warm the pair up first.
-pub fn rate(bin: &Bin, kind: Kind, size: usize, n: usize) -> Result<Rate> {
+pub fn rate(bin: &Bin, kind: TransportKind, size: usize, n: usize) -> Result<Rate> {
     let (server, mut client) = bin.pair(kind, Reading::Coalesced)?;
     let line = text_line(size, b'r');
     let warmup = n / 10;
@@ -534,7 +540,7 @@ pub struct Bulk {
 
 /// bulk through the binary: one `{"text": …}` message of `size` bytes from
 /// client to server.
-pub fn bulk(bin: &Bin, kind: Kind, size: usize) -> Result<Bulk> {
+pub fn bulk(bin: &Bin, kind: TransportKind, size: usize) -> Result<Bulk> {
     let (mut server, mut client) = bin.pair(kind, Reading::Prompt)?;
     let line = text_line(size, b'b');
     let receiver_before_mib = server.rss_mib("VmRSS")?;
@@ -568,7 +574,7 @@ pub struct Idle {
 }
 
 /// idle: a server that has started listening and then sat for `settle`.
-pub fn idle(bin: &Bin, kind: Kind, settle: Duration) -> Result<Idle> {
+pub fn idle(bin: &Bin, kind: TransportKind, settle: Duration) -> Result<Idle> {
     let (server, _, _) = bin.server(kind, Reading::Prompt)?;
     std::thread::sleep(settle);
     Ok(Idle {
@@ -582,7 +588,7 @@ pub fn idle(bin: &Bin, kind: Kind, settle: Duration) -> Result<Idle> {
 /// reading its `connected` event. Includes process start-up and loading the
 /// client identity; one unmeasured client runs first (it creates the
 /// identity).
-pub fn connect(bin: &Bin, kind: Kind, n: usize) -> Result<Vec<Duration>> {
+pub fn connect(bin: &Bin, kind: TransportKind, n: usize) -> Result<Vec<Duration>> {
     let (_server, addr, fp) = bin.server(kind, Reading::Prompt)?;
     let mut times = Vec::with_capacity(n);
     for i in 0..=n {

@@ -32,8 +32,8 @@ use chat::transport::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::Kind;
 use crate::util::{CpuClock, TempDir, spawn_runtime, thread_cpu_ns, thread_id};
+use chat::TransportKind;
 
 /// Same slack as the binary's stdin reader (`chat::input::spawn_stdin`).
 const INPUT_QUEUE: usize = 256;
@@ -213,7 +213,7 @@ pub struct ServerReport {
 /// exactly like `chat --mode server`. Returns its address, its thread id and
 /// the worker to wait on.
 fn spawn_server(
-    kind: Kind,
+    kind: TransportKind,
     setup: &Setup,
     sessions: usize,
 ) -> Result<(SocketAddr, i64, crate::util::Worker<ServerReport>)> {
@@ -224,7 +224,7 @@ fn spawn_server(
         let bind: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
         let counts = Arc::new(Counts::default());
         match kind {
-            Kind::Quic => {
+            TransportKind::Quic => {
                 let listener = quic::Listener::bind(bind, &identity, &limits, HANDSHAKE_TIMEOUT)?;
                 let _ = ready_tx.send((listener.local_addr()?, thread_id()));
                 let (tx, rx) = mpsc::channel(16);
@@ -234,7 +234,7 @@ fn spawn_server(
                 listener.shutdown().await;
                 served?;
             }
-            Kind::Tcp => {
+            TransportKind::Tcp => {
                 let listener = tcp::Listener::bind(bind, &identity, HANDSHAKE_TIMEOUT).await?;
                 let _ = ready_tx.send((listener.local_addr()?, thread_id()));
                 let (tx, rx) = mpsc::channel(16);
@@ -322,7 +322,11 @@ fn client_tls() -> Result<rustls::ClientConfig> {
 
 /// Runs one chat: a server thread and a client thread; `scenario` plays the
 /// client's user. Returns the scenario's result and what the server got.
-pub fn run_chat<R, F, Fut>(kind: Kind, setup: &Setup, scenario: F) -> Result<(R, ServerReport)>
+pub fn run_chat<R, F, Fut>(
+    kind: TransportKind,
+    setup: &Setup,
+    scenario: F,
+) -> Result<(R, ServerReport)>
 where
     R: Send + 'static,
     F: FnOnce(Driver) -> Fut + Send + 'static,
@@ -333,11 +337,11 @@ where
     let client = spawn_runtime("bench-client", move || async move {
         let config = client_tls()?;
         match kind {
-            Kind::Quic => {
+            TransportKind::Quic => {
                 let (t, _peer) = quic::connect(addr, config, &limits).await?;
                 chat_as_client(t, &limits, server_tid, scenario).await
             }
-            Kind::Tcp => {
+            TransportKind::Tcp => {
                 let (t, _peer) = tcp::connect(addr, config, &limits).await?;
                 chat_as_client(t, &limits, server_tid, scenario).await
             }
@@ -398,7 +402,7 @@ where
 /// rtt: `n` sequential messages of `size` bytes (each sent only once the
 /// previous one is acknowledged), after `warmup` more.
 pub fn rtt(
-    kind: Kind,
+    kind: TransportKind,
     setup: &Setup,
     size: usize,
     warmup: usize,
@@ -446,7 +450,7 @@ pub struct Rate {
 /// takes them; timed from the first hand-over to the last acknowledgement.
 /// CPU time is each side's runtime thread over the same window. A pipelined
 /// warm-up of `n / 10` messages runs first.
-pub fn rate(kind: Kind, setup: &Setup, size: usize, n: usize) -> Result<Rate> {
+pub fn rate(kind: TransportKind, setup: &Setup, size: usize, n: usize) -> Result<Rate> {
     let warmup = n / 10;
     let (rate, server) = run_chat(kind, setup, move |d| async move {
         let Driver {
@@ -500,7 +504,7 @@ pub fn rate(kind: Kind, setup: &Setup, size: usize, n: usize) -> Result<Rate> {
 
 /// bulk: `reps` messages of `size` bytes, one at a time; the time from
 /// hand-over to acknowledgement of each.
-pub fn bulk(kind: Kind, setup: &Setup, size: usize, reps: usize) -> Result<Vec<Duration>> {
+pub fn bulk(kind: TransportKind, setup: &Setup, size: usize, reps: usize) -> Result<Vec<Duration>> {
     let (times, server) = run_chat(kind, setup, move |mut d| async move {
         // Built before the clock starts; `Bytes` clones share it, so the
         // transport gets the body without a copy, as from the stdin reader.
@@ -533,7 +537,7 @@ pub struct Hol {
 /// hol: one message of `big` bytes, then `n` messages of `small` bytes, one
 /// every `gap`, while the big one is in flight.
 pub fn hol(
-    kind: Kind,
+    kind: TransportKind,
     setup: &Setup,
     big: usize,
     small: usize,
@@ -587,7 +591,12 @@ pub fn hol(
 /// the call to `connect` until it returns a started transport (the chat is
 /// open: the client's `connected` event follows at once), then closed
 /// normally before the next.
-pub fn connect(kind: Kind, setup: &Setup, warmup: usize, n: usize) -> Result<Vec<Duration>> {
+pub fn connect(
+    kind: TransportKind,
+    setup: &Setup,
+    warmup: usize,
+    n: usize,
+) -> Result<Vec<Duration>> {
     let (addr, _, server) = spawn_server(kind, setup, warmup + n)?;
     let limits = setup.limits.clone();
     let client = spawn_runtime("bench-client", move || async move {
@@ -597,13 +606,13 @@ pub fn connect(kind: Kind, setup: &Setup, warmup: usize, n: usize) -> Result<Vec
         for i in 0..warmup + n {
             let t0 = Instant::now();
             let elapsed = match kind {
-                Kind::Quic => {
+                TransportKind::Quic => {
                     let (t, _) = quic::connect(addr, config.clone(), &limits).await?;
                     let elapsed = t0.elapsed();
                     leave(t).await;
                     elapsed
                 }
-                Kind::Tcp => {
+                TransportKind::Tcp => {
                     let (t, _) = tcp::connect(addr, config.clone(), &limits).await?;
                     let elapsed = t0.elapsed();
                     leave(t).await;

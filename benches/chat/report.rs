@@ -4,8 +4,9 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::Via;
 use crate::util::median;
-use crate::{Kind, Via};
+use chat::TransportKind;
 
 /// One case's figures from one run. Figure names carry their unit:
 /// `_us` (microseconds), `_mib`, `_per_s`, `_x_floor` (a ratio).
@@ -13,7 +14,7 @@ use crate::{Kind, Via};
 pub struct Row {
     pub case: &'static str,
     pub via: Via,
-    pub kind: Kind,
+    pub kind: TransportKind,
     /// Exactly what was measured, for the legend and the JSON line.
     pub what: String,
     pub figures: Vec<(&'static str, f64)>,
@@ -28,7 +29,7 @@ impl Row {
             .map(|&(_, v)| v)
     }
 
-    fn key(&self) -> (&'static str, Via, Kind) {
+    fn key(&self) -> (&'static str, Via, TransportKind) {
         (self.case, self.via, self.kind)
     }
 }
@@ -79,8 +80,8 @@ impl Target {
 /// The issue's targets, attached to the rows they are about: rtt ratios,
 /// bulk, hol and connect for the library; rate ("end to end through the
 /// binary") and memory for the binary.
-pub fn targets(case: &str, via: Via, kind: Kind) -> Vec<Target> {
-    use Kind::{Quic, Tcp};
+pub fn targets(case: &str, via: Via, kind: TransportKind) -> Vec<Target> {
+    use TransportKind::{Quic, Tcp};
     use Via::{Bin, Lib};
     match (case, via, kind) {
         ("rtt", Lib, Quic) => vec![
@@ -106,7 +107,7 @@ pub fn targets(case: &str, via: Via, kind: Kind) -> Vec<Target> {
 /// Adds `p50_x_floor` and `p99_x_floor` to the rtt rows of one run, against
 /// the floor of the same kind measured in that same run.
 pub fn add_floor_ratios(rows: &mut [Row]) {
-    let floors: Vec<(Kind, f64, f64)> = rows
+    let floors: Vec<(TransportKind, f64, f64)> = rows
         .iter()
         .filter(|r| r.case == "floor" && r.error.is_none())
         .filter_map(|r| Some((r.kind, r.get("p50_us")?, r.get("p99_us")?)))
@@ -129,7 +130,7 @@ pub fn add_floor_ratios(rows: &mut [Row]) {
 pub struct Merged {
     pub case: &'static str,
     pub via: Via,
-    pub kind: Kind,
+    pub kind: TransportKind,
     pub what: String,
     pub medians: Vec<(&'static str, f64)>,
     pub runs: Vec<Vec<(&'static str, f64)>>,
@@ -271,8 +272,8 @@ pub fn table(merged: &[Merged], runs: usize) -> String {
     let mut lines: Vec<[String; 5]> = vec![header];
     for m in merged {
         let transport = match (m.case, m.kind) {
-            ("floor", Kind::Quic) => "udp (quic floor)".to_string(),
-            ("floor", Kind::Tcp) => "tcp (tcp floor)".to_string(),
+            ("floor", TransportKind::Quic) => "udp (quic floor)".to_string(),
+            ("floor", TransportKind::Tcp) => "tcp (tcp floor)".to_string(),
             (_, k) => k.name().to_string(),
         };
         let figures = if m.runs.is_empty() {

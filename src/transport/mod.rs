@@ -184,14 +184,39 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
+/// The two ways a chat travels. One type for the command line, the events
+/// (`"transport": "quic"`), the tests and the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum TransportKind {
+    /// QUIC (UDP), one stream per message.
+    Quic,
+    /// TLS 1.3 over TCP, framed and interleaved.
+    Tcp,
+}
+
+impl TransportKind {
+    /// The name used on the command line and in events.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Quic => "quic",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What is known about the peer once the handshake is done.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub addr: SocketAddr,
     /// Fingerprint of the certificate the peer presented, if any.
     pub fingerprint: Option<Fingerprint>,
-    /// "quic" or "tcp".
-    pub transport: &'static str,
+    pub transport: TransportKind,
 }
 
 /// Shows an IPv4 peer reached through a dual-stack socket as plain IPv4

@@ -189,7 +189,7 @@ fn peer_info(conn: &quinn::Connection) -> PeerInfo {
     PeerInfo {
         addr: super::canonical(conn.remote_address()),
         fingerprint,
-        transport: "quic",
+        transport: super::TransportKind::Quic,
     }
 }
 

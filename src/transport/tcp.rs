@@ -165,7 +165,7 @@ async fn handshake(
         peer: PeerInfo {
             addr: super::canonical(from),
             fingerprint,
-            transport: "tcp",
+            transport: super::TransportKind::Tcp,
         },
     })
 }
@@ -266,7 +266,7 @@ pub async fn connect(
     let peer = PeerInfo {
         addr,
         fingerprint,
-        transport: "tcp",
+        transport: super::TransportKind::Tcp,
     };
     Ok((
         TcpTransport::start(TlsStream::Client(stream), limits.clone(), addr),
