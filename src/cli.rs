@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::identity::Fingerprint;
 use crate::transport::TransportKind;
+use crate::trust::identity::Fingerprint;
 
 /// Default port for both transports.
 pub const DEFAULT_PORT: u16 = 7200;

@@ -12,13 +12,14 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cli::ChatArgs;
-use crate::identity::{self, Fingerprint, Identity};
-use crate::known_hosts::{self, KnownHosts};
-use crate::render::sanitize_line;
+use crate::protocol::close_code;
 use crate::session::{self, Role, UserIo};
-use crate::tls::{self, FingerprintVerifier, ServerTrust};
 use crate::transport::TransportKind;
-use crate::transport::{Limits, PeerInfo, Transport, close_code, quic, tcp};
+use crate::transport::{Limits, PeerInfo, Transport, quic, tcp};
+use crate::trust::identity::{self, Fingerprint, Identity};
+use crate::trust::known_hosts::{self, KnownHosts};
+use crate::trust::tls::{self, FingerprintVerifier, ServerTrust};
+use crate::ui::render::sanitize_line;
 
 /// How long one connection attempt (to one resolved address) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,7 +51,7 @@ pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<boo
     });
     let config = tls::client_config(verifier.clone(), Some(&me))?;
     let mut failures = Vec::new();
-    let interactive = !args.json && crate::terminal::is_interactive();
+    let interactive = !args.json && crate::ui::terminal::is_interactive();
     for addr in resolve(&args.addr, args.port).await? {
         info!(%addr, transport = args.transport.name(), "connecting");
         if interactive {

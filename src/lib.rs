@@ -2,33 +2,24 @@
 //! fallback for networks that block UDP.
 //!
 //! Layers, bottom up:
-//! - [`codec`]: varints and frames of the chat/1 wire protocol;
-//! - [`identity`] and [`tls`]: self-signed certificates, fingerprints, and
-//!   TLS 1.3 configurations that verify peers by fingerprint;
-//! - [`transport`]: the `Transport` trait and its QUIC and TCP
-//!   implementations;
-//! - [`session`]: one chat (numbering, acknowledgements, round-trip times);
-//! - [`input`], [`output`], [`terminal`] and [`render`]: what the user
-//!   types and sees;
+//! - [`protocol`]: the wire format (varints, frames, codes), no I/O;
+//! - [`trust`]: identities, fingerprints, TLS configurations that verify
+//!   peers by fingerprint, known hosts and allow lists;
+//! - [`transport`]: the `Transport` trait, its QUIC and TCP implementations
+//!   and the server's listener for both;
+//! - [`session`]: one chat's state (numbering, acknowledgements, round-trip
+//!   times) and the loop that drives it over a connection;
+//! - [`ui`]: what the user types and sees (line editor, plain lines, JSON);
 //! - [`server`], [`client`] and [`cli`]: the program's two modes and its
 //!   command line.
 
-pub mod allow;
-pub mod body;
 pub mod cli;
 pub mod client;
-pub mod codec;
-pub mod identity;
-pub mod input;
-pub mod known_hosts;
-pub mod output;
-pub mod render;
+pub mod protocol;
 pub mod server;
 pub mod session;
-pub mod terminal;
-pub mod tls;
 pub mod transport;
-pub mod tty;
-pub mod unconfirmed;
+pub mod trust;
+pub mod ui;
 
 pub use transport::TransportKind;

@@ -9,11 +9,13 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use chat::cli::{CertArgs, Cli, Command, Mode};
-use chat::identity::Identity;
-use chat::known_hosts::KnownHosts;
 use chat::session::{Role, UserIo};
 use chat::transport::Limits;
-use chat::{client, identity, output, server, terminal};
+use chat::trust::identity;
+use chat::trust::identity::Identity;
+use chat::trust::known_hosts::KnownHosts;
+use chat::ui::{output, terminal};
+use chat::{client, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,7 +68,7 @@ fn report(result: Result<u8>, json: bool) -> u8 {
         Err(e) => {
             // Error chains can quote the peer (a QUIC close reason during the
             // handshake, say): escape control characters before printing.
-            let message = chat::render::sanitize(format!("{e:#}").as_bytes());
+            let message = chat::ui::render::sanitize(format!("{e:#}").as_bytes());
             if json {
                 output::stdout(true).error(&message);
             }

@@ -16,15 +16,16 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::allow::{AllowList, Verdict};
-use crate::render::sanitize_line;
+use crate::trust::allow::{AllowList, Verdict};
+use crate::ui::render::sanitize_line;
 
 use crate::cli::ChatArgs;
-use crate::identity::{self, Identity};
-use crate::input::UserInput;
+use crate::protocol::close_code;
 use crate::session::{self, Role, UserIo};
 use crate::transport::TransportKind;
-use crate::transport::{Handshaken, Limits, Transport, close_code, quic, tcp};
+use crate::transport::{Handshaken, Limits, Transport, quic, tcp};
+use crate::trust::identity::{self, Identity};
+use crate::ui::input::UserInput;
 
 /// How long a client has to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -206,7 +207,7 @@ async fn doorman<H: Handshaken>(
             Verdict::Allowed { label } => label,
             Verdict::Denied => {
                 warn!(peer = %peer.addr, identity = %who, "refusing a client not on the allow list");
-                crate::terminal::notice(&format!(
+                crate::ui::terminal::notice(&format!(
                     "turned away {} ({who}): not on the allow list",
                     peer.addr
                 ));
@@ -217,7 +218,7 @@ async fn doorman<H: Handshaken>(
         };
         if busy.swap(true, Ordering::AcqRel) {
             info!(peer = %peer.addr, identity = %who, "refusing a client: busy in another chat");
-            crate::terminal::notice(&format!("turned away {} ({who}): busy", peer.addr));
+            crate::ui::terminal::notice(&format!("turned away {} ({who}): busy", peer.addr));
             tokio::spawn(conn.refuse(close_code::BUSY, "the server is busy in another chat"));
         } else if admit.send((conn, label)).await.is_err() {
             return;

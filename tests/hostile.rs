@@ -12,7 +12,7 @@ mod hostile;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chat::codec::{Frame, VARINT_MAX};
+use chat::protocol::codec::{Frame, VARINT_MAX};
 use common::*;
 use hostile::*;
 use tokio::io::AsyncWriteExt;

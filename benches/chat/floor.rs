@@ -156,16 +156,16 @@ async fn ping_stream<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Round-trip times of `n` TLS 1.3 ping-pongs of `size` bytes after
 /// `warmup`: TCP as in [`tcp`], with the chat's own TLS configurations
-/// (`chat::tls`) through tokio-rustls, one task per side. Not a floor the
+/// (`chat::trust::tls`) through tokio-rustls, one task per side. Not a floor the
 /// targets use, but what TLS alone adds to it.
 pub fn tls(
-    identity: chat::identity::Identity,
+    identity: chat::trust::identity::Identity,
     client: rustls::ClientConfig,
     size: usize,
     warmup: usize,
     n: usize,
 ) -> Result<PingPong> {
-    let server = std::sync::Arc::new(chat::tls::server_config(&identity)?);
+    let server = std::sync::Arc::new(chat::trust::tls::server_config(&identity)?);
     let (ready_tx, ready) = std::sync::mpsc::channel::<(SocketAddr, i64)>();
     let echo = spawn_runtime("floor-tls-echo", move || async move {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -202,15 +202,16 @@ pub fn tls(
 /// Not a floor the targets use: what quinn itself costs for the pattern the
 /// chat uses, with none of the chat's code.
 pub fn quinn(
-    identity: chat::identity::Identity,
+    identity: chat::trust::identity::Identity,
     client: rustls::ClientConfig,
     size: usize,
     warmup: usize,
     n: usize,
 ) -> Result<PingPong> {
     use std::sync::Arc;
-    let crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(chat::tls::server_config(&identity)?)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
+        chat::trust::tls::server_config(&identity)?,
+    )?;
     let server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let (ready_tx, ready) = std::sync::mpsc::channel::<(SocketAddr, i64)>();
     let echo = spawn_runtime("floor-quinn-echo", move || async move {

@@ -21,21 +21,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
-use chat::identity::{self, Fingerprint, Identity};
-use chat::input::UserInput;
-use chat::output::Output;
+use chat::protocol::{MessageId, close_code};
 use chat::server::HANDSHAKE_TIMEOUT;
 use chat::session::{self, Role, UserIo};
-use chat::tls::{self, FingerprintVerifier, ServerTrust};
-use chat::transport::{
-    Disconnect, Handshaken, Limits, MessageId, Transport, close_code, quic, tcp,
-};
+use chat::transport::{Disconnect, Handshaken, Limits, Transport, quic, tcp};
+use chat::trust::identity::{self, Fingerprint, Identity};
+use chat::trust::tls::{self, FingerprintVerifier, ServerTrust};
+use chat::ui::input::UserInput;
+use chat::ui::output::Output;
 use tokio::sync::{mpsc, watch};
 
 use crate::util::{CpuClock, TempDir, spawn_runtime, thread_cpu_ns, thread_id};
 use chat::TransportKind;
 
-/// Same slack as the binary's stdin reader (`chat::input::spawn_stdin`).
+/// Same slack as the binary's stdin reader (`chat::ui::input::spawn_stdin`).
 const INPUT_QUEUE: usize = 256;
 /// How long the driver waits for any single acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,7 +125,7 @@ impl Output for Probe {
     fn rejected(&mut self, id: MessageId, _code: u64, reason: &str) {
         self.note(Note::Rejected(id, reason.to_string()));
     }
-    fn message(&mut self, _: MessageId, body: &chat::body::Body) {
+    fn message(&mut self, _: MessageId, body: &chat::protocol::body::Body) {
         self.counts.messages.fetch_add(1, Ordering::Relaxed);
         self.counts
             .bytes

@@ -12,8 +12,6 @@
 pub mod quic;
 pub mod tcp;
 
-mod received;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -21,61 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::body::Body;
-use crate::identity::Fingerprint;
-pub(crate) use received::ReceivedIds;
-
-/// Message ids number the messages of one direction of one connection.
-pub type MessageId = u64;
-
-/// Close codes (PROTOCOL.md §4).
-pub mod close_code {
-    pub const NO_ERROR: u64 = 0x00;
-    pub const BUSY: u64 = 0x01;
-    pub const PROTOCOL_ERROR: u64 = 0x02;
-    pub const UNAUTHORIZED: u64 = 0x03;
-    pub const GOING_AWAY: u64 = 0x04;
-
-    /// Human name of a close code, for status lines.
-    pub fn name(code: u64) -> &'static str {
-        match code {
-            NO_ERROR => "NO_ERROR",
-            BUSY => "BUSY",
-            PROTOCOL_ERROR => "PROTOCOL_ERROR",
-            UNAUTHORIZED => "UNAUTHORIZED",
-            GOING_AWAY => "GOING_AWAY",
-            _ => "unknown code",
-        }
-    }
-}
-
-/// REJECT codes (PROTOCOL.md §2).
-pub mod reject_code {
-    pub const TOO_LARGE: u64 = 0x01;
-    pub const REFUSED: u64 = 0x02;
-}
-
-/// QUIC stream error codes used with STOP_SENDING (PROTOCOL.md §5).
-pub mod stream_error {
-    pub const TOO_LARGE: u32 = 0x01;
-    pub const UNKNOWN_STREAM_TYPE: u32 = 0x02;
-}
-
-/// Longest reason phrase we send (PROTOCOL.md §4).
-pub const MAX_REASON_LEN: usize = 256;
-
-/// Cuts a reason phrase to at most [`MAX_REASON_LEN`] bytes on a character
-/// boundary.
-pub fn clip_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_REASON_LEN {
-        return reason;
-    }
-    let mut end = MAX_REASON_LEN;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
-}
+use crate::protocol::{Body, MessageId, close_code};
+use crate::trust::identity::Fingerprint;
 
 /// Something that happened on a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,8 +233,8 @@ pub trait Handshaken: Send + 'static {
 pub(crate) mod testing {
     //! What the transports' tests share.
     use super::{Event, Transport};
-    use crate::identity::{self, Identity};
-    use crate::tls::{self, FingerprintVerifier, ServerTrust};
+    use crate::trust::identity::{self, Identity};
+    use crate::trust::tls::{self, FingerprintVerifier, ServerTrust};
     use std::time::Duration;
 
     /// A fresh identity, as `chat cert` makes one.

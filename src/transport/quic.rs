@@ -1,4 +1,4 @@
-//! chat/1 over QUIC (PROTOCOL.md §5), on quinn.
+//! chat/1 over QUIC (docs/protocol.md §6), on quinn.
 //!
 //! Each message travels on its own unidirectional stream, so messages never
 //! wait behind each other; acknowledgements travel on a dedicated control
@@ -21,17 +21,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{
-    Disconnect, EndReason, Event, Limits, MessageId, PeerInfo, ReceivedIds, Transport, close_code,
-    reject_code, stream_error,
-};
-use crate::body::Body;
-use crate::codec::{self, Frame, FrameDecoder, put_varint, stream_type};
-use crate::identity::{Fingerprint, Identity};
-use crate::render::sanitize_line;
-use crate::tls;
+use super::{Disconnect, EndReason, Event, Limits, PeerInfo, Transport};
+use crate::protocol::body::Body;
+use crate::protocol::codec::{self, Frame, FrameDecoder, put_varint, stream_type};
+use crate::protocol::received::ReceivedIds;
+use crate::protocol::{MessageId, close_code, reject_code, stream_error};
+use crate::trust::identity::{Fingerprint, Identity};
+use crate::trust::tls;
+use crate::ui::render::sanitize_line;
 
-/// How long a peer has to open its control stream (PROTOCOL.md §5).
+/// How long a peer has to open its control stream (docs/protocol.md §6).
 const CONTROL_STREAM_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Concurrent unidirectional streams we grant the peer (the protocol asks for
@@ -211,8 +210,10 @@ impl super::Handshaken for Handshaken {
     }
 
     async fn refuse(self, code: u64, reason: &str) {
-        self.conn
-            .close(varint(code), super::clip_reason(reason).as_bytes());
+        self.conn.close(
+            varint(code),
+            crate::protocol::clip_reason(reason).as_bytes(),
+        );
     }
 }
 
@@ -341,7 +342,7 @@ impl Shared {
     /// The peer broke the protocol: close with PROTOCOL_ERROR and a reason.
     fn violation(&self, reason: String) {
         warn!(peer = %self.conn.remote_address(), "protocol error: {reason}");
-        let reason = super::clip_reason(&reason).to_string();
+        let reason = crate::protocol::clip_reason(&reason).to_string();
         self.end.set(Disconnect::Violation {
             reason: reason.clone(),
         });
@@ -356,11 +357,11 @@ impl Shared {
         };
         match refused {
             None => true,
-            Some(super::received::Refused::Duplicate) => {
+            Some(crate::protocol::received::Refused::Duplicate) => {
                 self.violation(format!("message id {id} received twice"));
                 false
             }
-            Some(super::received::Refused::TooFragmented) => {
+            Some(crate::protocol::received::Refused::TooFragmented) => {
                 self.violation("too many gaps in message ids".into());
                 false
             }
@@ -424,7 +425,7 @@ impl Transport for QuicTransport {
     }
 
     fn reject(&mut self, id: MessageId, code: u64, reason: &str) {
-        let reason = Bytes::copy_from_slice(super::clip_reason(reason).as_bytes());
+        let reason = Bytes::copy_from_slice(crate::protocol::clip_reason(reason).as_bytes());
         self.control.frame(Frame::Reject { id, code, reason });
     }
 
@@ -438,7 +439,7 @@ impl Transport for QuicTransport {
     }
 
     async fn close(&mut self, code: u64, reason: &str) {
-        let reason = super::clip_reason(reason);
+        let reason = crate::protocol::clip_reason(reason);
         self.end.set(Disconnect::Local {
             code,
             reason: reason.to_string(),

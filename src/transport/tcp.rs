@@ -1,4 +1,4 @@
-//! chat/1 over TLS 1.3 over TCP (PROTOCOL.md §6), the fallback for networks
+//! chat/1 over TLS 1.3 over TCP (docs/protocol.md §7), the fallback for networks
 //! that block UDP.
 //!
 //! One TLS stream carries frames both ways, driven by the session's own task
@@ -24,21 +24,23 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
-use super::{
-    Disconnect, Event, Limits, MessageId, PeerInfo, ReceivedIds, Transport, close_code, reject_code,
+use super::{Disconnect, Event, Limits, PeerInfo, Transport};
+use crate::protocol::body::Body;
+use crate::protocol::codec::{
+    self, Frame, FrameDecoder, MAX_CHUNK, encode_chunk_header, frame_type,
 };
-use crate::body::Body;
-use crate::codec::{self, Frame, FrameDecoder, MAX_CHUNK, encode_chunk_header, frame_type};
-use crate::identity::{Fingerprint, Identity};
-use crate::render::sanitize_line;
-use crate::tls;
+use crate::protocol::received::ReceivedIds;
+use crate::protocol::{MessageId, close_code, reject_code};
+use crate::trust::identity::{Fingerprint, Identity};
+use crate::trust::tls;
+use crate::ui::render::sanitize_line;
 
-/// Messages a receiver accepts in progress at once (PROTOCOL.md §6); a sender
+/// Messages a receiver accepts in progress at once (docs/protocol.md §7); a sender
 /// keeps no more than this many started and unfinished.
 const MAX_IN_PROGRESS: usize = 64;
 
 /// How long a closing endpoint keeps reading so its CLOSE is not destroyed
-/// by a reset (PROTOCOL.md §6).
+/// by a reset (docs/protocol.md §7).
 const LINGER: Duration = Duration::from_secs(1);
 
 /// TLS handshakes allowed in progress at once.
@@ -153,7 +155,7 @@ async fn handshake(
     let stream = tls.accept(socket).await?;
     let session = stream.get_ref().1;
     if session.alpn_protocol() != Some(tls::ALPN) {
-        // Dropped before any frame is sent (PROTOCOL.md §6).
+        // Dropped before any frame is sent (docs/protocol.md §7).
         return Err(std::io::Error::other("client did not offer ALPN chat/1"));
     }
     let fingerprint = session
@@ -387,7 +389,7 @@ impl TcpTransport {
     /// `finish`, after what is queued), and the chat ends.
     fn violation(&mut self, reason: String) {
         warn!(peer = %self.peer, "protocol error: {reason}");
-        let reason = super::clip_reason(&reason).to_string();
+        let reason = crate::protocol::clip_reason(&reason).to_string();
         if self.end.is_none() {
             self.queue_close(close_code::PROTOCOL_ERROR, &reason);
         }
@@ -735,7 +737,7 @@ impl TcpTransport {
 
     /// After we close: reads and discards until the peer closes too, or
     /// the linger time is up, so that our CLOSE is not destroyed by a reset
-    /// (PROTOCOL.md §6).
+    /// (docs/protocol.md §7).
     async fn linger(&mut self) {
         let mut sink = [0u8; 16 * 1024];
         let _ = tokio::time::timeout(LINGER, async {
@@ -764,7 +766,7 @@ impl Transport for TcpTransport {
 
     fn reject(&mut self, id: MessageId, code: u64, reason: &str) {
         if self.end.is_none() {
-            let reason = Bytes::copy_from_slice(super::clip_reason(reason).as_bytes());
+            let reason = Bytes::copy_from_slice(crate::protocol::clip_reason(reason).as_bytes());
             Frame::Reject { id, code, reason }.encode(&mut self.control);
         }
     }
@@ -799,7 +801,7 @@ impl Transport for TcpTransport {
         if self.end.is_some() {
             return;
         }
-        let reason = super::clip_reason(reason).to_string();
+        let reason = crate::protocol::clip_reason(reason).to_string();
         self.end = Some(Disconnect::Local {
             code,
             reason: reason.clone(),

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use chat::codec::{Frame, FrameDecoder, put_varint};
-use chat::tls::{FingerprintVerifier, ServerTrust, client_config};
+use chat::protocol::codec::{Frame, FrameDecoder, put_varint};
+use chat::trust::tls::{FingerprintVerifier, ServerTrust, client_config};
 use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -492,7 +492,7 @@ async fn read_server_stream(mut stream: RecvStream, tx: mpsc::UnboundedSender<Fr
     let mut ty = None;
     loop {
         if ty.is_none()
-            && let Some((v, n)) = chat::codec::peek_varint(&buf)
+            && let Some((v, n)) = chat::protocol::codec::peek_varint(&buf)
         {
             let _ = buf.split_to(n);
             ty = Some(v);

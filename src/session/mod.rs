@@ -7,16 +7,19 @@
 //! only the [`Transport`] trait, which is what lets it be unit-tested against
 //! an in-memory transport.
 
+pub mod unconfirmed;
+
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::input::UserInput;
-use crate::output::Output;
-use crate::transport::{Disconnect, Event, MessageId, Transport, close_code};
-use crate::unconfirmed::Unconfirmed;
+use crate::protocol::{MessageId, close_code};
+use crate::transport::{Disconnect, Event, Transport};
+use crate::ui::input::UserInput;
+use crate::ui::output::Output;
+use unconfirmed::Unconfirmed;
 
 /// Which end of the chat this is; it decides what end of input and Ctrl-C do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +53,8 @@ impl UserIo {
     /// Standard input and output: the line editor at a terminal, else plain
     /// lines or (with `json`) JSON objects.
     pub fn stdio(json: bool, role: Role, interrupt: watch::Receiver<bool>) -> Self {
-        if !json && crate::terminal::is_interactive() {
-            let (input, out) = crate::terminal::start(role == Role::Server);
+        if !json && crate::ui::terminal::is_interactive() {
+            let (input, out) = crate::ui::terminal::start(role == Role::Server);
             return UserIo {
                 input,
                 input_open: true,
@@ -60,9 +63,9 @@ impl UserIo {
             };
         }
         UserIo {
-            input: crate::input::spawn_stdin(json),
+            input: crate::ui::input::spawn_stdin(json),
             input_open: true,
-            out: crate::output::stdout(json),
+            out: crate::ui::output::stdout(json),
             interrupt,
         }
     }
@@ -253,7 +256,7 @@ impl Stats {
             self.rtts.sort_unstable();
             let at = |q: f64| {
                 let i = ((self.rtts.len() - 1) as f64 * q).round() as usize;
-                crate::output::format_rtt(self.rtts[i])
+                crate::ui::output::format_rtt(self.rtts[i])
             };
             s.push_str(&format!(
                 "; round trip min {} p50 {} p99 {} max {}",
@@ -286,7 +289,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 mod tests {
     //! The chat logic against an in-memory transport: no sockets, no TLS.
     use super::*;
-    use crate::identity::Fingerprint;
+    use crate::trust::identity::Fingerprint;
     use bytes::Bytes;
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
@@ -341,7 +344,7 @@ mod tests {
         fn rejected(&mut self, id: MessageId, code: u64, _reason: &str) {
             self.0.lock().unwrap().push(format!("rejected {id} {code}"));
         }
-        fn message(&mut self, id: MessageId, body: &crate::body::Body) {
+        fn message(&mut self, id: MessageId, body: &crate::protocol::body::Body) {
             self.0.lock().unwrap().push(format!(
                 "message {id} {}",
                 String::from_utf8_lossy(&body.contiguous())
@@ -488,7 +491,7 @@ mod tests {
             out: Box::new(Recorder(Arc::new(Mutex::new(Vec::new())))),
             interrupt: interrupt_rx,
         };
-        for _ in 0..crate::unconfirmed::MAX_MESSAGES + 100 {
+        for _ in 0..crate::session::unconfirmed::MAX_MESSAGES + 100 {
             user.send(msg("m")).await.unwrap();
         }
         let sends = |w: &Arc<Mutex<Vec<String>>>| {
@@ -500,7 +503,7 @@ mod tests {
         };
         let w = wire.clone();
         let driver = tokio::spawn(async move {
-            while sends(&w) < crate::unconfirmed::MAX_MESSAGES {
+            while sends(&w) < crate::session::unconfirmed::MAX_MESSAGES {
                 tokio::task::yield_now().await;
             }
             for _ in 0..50 {
@@ -523,8 +526,8 @@ mod tests {
         )
         .await;
         let (stalled, after_one_ack) = driver.await.unwrap();
-        assert_eq!(stalled, crate::unconfirmed::MAX_MESSAGES);
-        assert_eq!(after_one_ack, crate::unconfirmed::MAX_MESSAGES + 1);
+        assert_eq!(stalled, crate::session::unconfirmed::MAX_MESSAGES);
+        assert_eq!(after_one_ack, crate::session::unconfirmed::MAX_MESSAGES + 1);
     }
 
     #[tokio::test(start_paused = true)]

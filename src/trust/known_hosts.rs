@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::identity::{Fingerprint, IdentityError, write_atomic};
+use crate::trust::identity::{Fingerprint, IdentityError, write_atomic};
 
 pub const FILE_NAME: &str = "known_hosts";
 

@@ -27,12 +27,13 @@ use reedline::{
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::body::Body;
-use crate::identity::Fingerprint;
-use crate::input::UserInput;
-use crate::output::{Output, format_rtt, peer_identity, reject_kind};
-use crate::render::{sanitize, sanitize_line};
-use crate::transport::{Disconnect, MessageId, close_code};
+use crate::protocol::body::Body;
+use crate::protocol::{MessageId, close_code};
+use crate::transport::Disconnect;
+use crate::trust::identity::Fingerprint;
+use crate::ui::input::UserInput;
+use crate::ui::output::{Output, format_rtt, peer_identity, reject_kind};
+use crate::ui::render::{sanitize, sanitize_line};
 
 /// Lines waiting to be printed above the prompt before writers wait.
 const PRINT_QUEUE: usize = 4096;
@@ -109,7 +110,7 @@ fn use_colour() -> bool {
 /// terminal where the cursor is (whose answer would otherwise be left for
 /// the shell to read).
 pub fn start(ctrl_d_quits: bool) -> (mpsc::Receiver<UserInput>, TerminalOutput) {
-    if let Err(e) = crate::tty::enter() {
+    if let Err(e) = crate::ui::tty::enter() {
         tracing::warn!("cannot put the terminal in raw mode: {e}");
     }
     install_panic_restore();
@@ -323,7 +324,7 @@ pub fn finish() {
     let mut out = std::io::stdout();
     let _ = out.write_all(b"\r\x1b[J");
     let _ = out.flush();
-    crate::tty::restore();
+    crate::ui::tty::restore();
 }
 
 /// Restores the terminal on a panic too (cooked mode, no bracketed paste),
@@ -331,7 +332,7 @@ pub fn finish() {
 fn install_panic_restore() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        crate::tty::restore();
+        crate::ui::tty::restore();
         previous(info);
     }));
 }

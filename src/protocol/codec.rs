@@ -13,7 +13,7 @@ use thiserror::Error;
 /// Largest value a QUIC varint can carry (2^62 - 1).
 pub const VARINT_MAX: u64 = (1 << 62) - 1;
 
-/// Largest frame payload either transport accepts (PROTOCOL.md §2).
+/// Largest frame payload either transport accepts (docs/protocol.md §2.2).
 pub const MAX_FRAME_LEN: u64 = 1 << 20;
 
 /// Largest chunk of message data a TCP sender puts in one DATA/END frame.
@@ -289,7 +289,7 @@ impl FrameDecoder {
 }
 
 /// Decodes a reason phrase for display: invalid UTF-8 becomes U+FFFD, never
-/// an error (PROTOCOL.md §2).
+/// an error (docs/protocol.md §2.2).
 pub fn reason_text(reason: &[u8]) -> String {
     String::from_utf8_lossy(reason).into_owned()
 }

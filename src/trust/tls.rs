@@ -13,7 +13,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::identity::{Fingerprint, Identity};
+use crate::trust::identity::{Fingerprint, Identity};
 
 /// The ALPN protocol id of chat/1.
 pub const ALPN: &[u8] = b"chat/1";

@@ -13,10 +13,11 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
-use crate::body::Body;
-use crate::identity::Fingerprint;
-use crate::render::{sanitize, sanitize_line};
-use crate::transport::{Disconnect, MessageId, close_code, reject_code};
+use crate::protocol::body::Body;
+use crate::protocol::{MessageId, close_code, reject_code};
+use crate::transport::Disconnect;
+use crate::trust::identity::Fingerprint;
+use crate::ui::render::{sanitize, sanitize_line};
 
 /// Receives every event the user should know about.
 pub trait Output: Send {
@@ -100,9 +101,9 @@ struct MessageEvent<'a> {
     id: MessageId,
     bytes: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<Streamed<crate::body::Text<'a>>>,
+    text: Option<Streamed<crate::protocol::body::Text<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    base64: Option<Streamed<crate::body::Base64<'a>>>,
+    base64: Option<Streamed<crate::protocol::body::Base64<'a>>>,
 }
 
 /// Serializes as a JSON string by streaming its `Display` output.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 use tracing::warn;
 
-use crate::identity::Fingerprint;
+use crate::trust::identity::Fingerprint;
 
 #[derive(Debug, Error)]
 pub enum AllowError {

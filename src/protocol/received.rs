@@ -1,5 +1,5 @@
 //! Which message ids have already arrived on a connection, so that a second
-//! message with the same id is caught (PROTOCOL.md §3).
+//! message with the same id is caught (docs/protocol.md §4).
 //!
 //! Ids grow by one per message, so the received set is almost always a few
 //! ranges; it is stored as ranges, and the number of ranges is capped so that

@@ -3,7 +3,7 @@
 //!
 //! A chat identity is nothing more than a self-signed certificate and its key;
 //! peers recognise each other by the certificate's fingerprint, never by a
-//! certificate authority (PROTOCOL.md §8).
+//! certificate authority (docs/protocol.md §9).
 
 use std::fmt;
 use std::fs;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
-use crate::transport::MessageId;
+use crate::protocol::MessageId;
 
 /// Unconfirmed messages beyond which input waits.
 pub const MAX_MESSAGES: usize = 1024;
