@@ -347,8 +347,9 @@ fn describe(case: &str, via: Via, kind: TransportKind, p: &Plan) -> String {
             }
         ),
         ("rtt", Via::Lib) => format!(
-            "{} sequential {} B messages (after {} warm-up) through {t}::connect/Listener and \
-             session::run, client and server on their own threads and current_thread runtimes; \
+            "{} sequential {} B messages (after {} warm-up) through transport::connect and \
+             Session (client), server::run (server), each on its own thread and current_thread \
+             runtime; \
              RTT as the session reports it (input taken -> ACK processed); ratios against this \
              run's floor",
             p.rtt_n, p.small, p.rtt_warmup

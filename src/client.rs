@@ -8,18 +8,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::cli::ChatArgs;
 use crate::protocol::close_code;
-use crate::session::{self, Role, UserIo};
-use crate::transport::TransportKind;
-use crate::transport::{Limits, PeerInfo, Transport, quic, tcp};
+use crate::session::{Role, Session};
+use crate::transport::{self, Limits, Link, PeerInfo, Transport};
 use crate::trust::identity::{self, Fingerprint, Identity};
 use crate::trust::known_hosts::{self, KnownHosts};
 use crate::trust::tls::{self, FingerprintVerifier, ServerTrust};
+use crate::ui::output::Shown;
 use crate::ui::render::sanitize_line;
+use crate::ui::{self, Quit};
 
 /// How long one connection attempt (to one resolved address) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +37,13 @@ enum TrustSource {
     Unverified,
 }
 
-/// Runs the client. Returns the process exit status.
-pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<bool>) -> Result<u8> {
+/// How long the output may go without taking anything before the client
+/// exits without waiting for it (a stdout that nobody reads).
+const OUTPUT_STALL: Duration = Duration::from_secs(2);
+
+/// Runs the client until the chat ends or `quit` (Ctrl-C, /quit). Returns
+/// the process exit status.
+pub async fn run(args: &ChatArgs, limits: Limits, quit: Quit) -> Result<u8> {
     let home = identity::home_dir(args.home.as_deref());
     let me = identity(&home)?;
     let host = host_key(&args.addr, args.port)?;
@@ -60,36 +65,27 @@ pub async fn run(args: &ChatArgs, limits: Limits, interrupt: watch::Receiver<boo
                 args.transport.name()
             );
         }
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            match args.transport {
-                TransportKind::Quic => quic::connect(addr, config.clone(), &limits)
-                    .await
-                    .map(|(t, p)| Connected::Quic(t, p))
-                    .map_err(|e| e.to_string()),
-                TransportKind::Tcp => tcp::connect(addr, config.clone(), &limits)
-                    .await
-                    .map(|(t, p)| Connected::Tcp(Box::new(t), p))
-                    .map_err(|e| e.to_string()),
-            }
-        });
-        let mut ctrl_c = interrupt.clone();
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            transport::connect(args.transport, addr, config.clone(), &limits),
+        );
+        let mut ctrl_c = quit.clone();
         let attempt = tokio::select! {
-            attempt = attempt => attempt.unwrap_or_else(|_| Err("timed out".to_string())),
-            () = session::interrupted(&mut ctrl_c) => {
+            attempt = attempt => attempt.unwrap_or_else(|_| Err(transport::ConnectError::TimedOut)),
+            () = ctrl_c.wait() => {
                 bail!("interrupted while connecting to {addr}")
             }
         };
-        let session = Session {
+        let chat = Chat {
             args,
             limits: &limits,
             host: &host,
             known: &known,
             source: &source,
-            interrupt: interrupt.clone(),
+            quit: quit.clone(),
         };
         match attempt {
-            Ok(Connected::Quic(t, p)) => return session.run(t, p).await,
-            Ok(Connected::Tcp(t, p)) => return session.run(*t, p).await,
+            Ok((link, peer)) => return chat.run(link, peer).await,
             Err(e) => {
                 if let Some(seen) = verifier.seen() {
                     mismatch(&source, &addr, seen, &known)?;
@@ -154,24 +150,18 @@ fn trust_source(args: &ChatArgs, known: &KnownHosts, host: &str) -> Result<Trust
     }
 }
 
-enum Connected {
-    Quic(quic::QuicTransport, PeerInfo),
-    /// Boxed: the TCP transport holds its TLS stream and buffers inline.
-    Tcp(Box<tcp::TcpTransport>, PeerInfo),
-}
-
 /// Everything needed once a connection is up.
-struct Session<'a> {
+struct Chat<'a> {
     args: &'a ChatArgs,
     limits: &'a Limits,
     host: &'a str,
     known: &'a KnownHosts,
     source: &'a TrustSource,
-    interrupt: watch::Receiver<bool>,
+    quit: Quit,
 }
 
-impl Session<'_> {
-    async fn run<T: Transport>(self, mut transport: T, peer: PeerInfo) -> Result<u8> {
+impl Chat<'_> {
+    async fn run(mut self, mut transport: Link, peer: PeerInfo) -> Result<u8> {
         if let TrustSource::FirstContact = self.source
             && let Err(e) = tokio::select! {
                 verdict = self.first_contact(&peer) => verdict,
@@ -184,17 +174,20 @@ impl Session<'_> {
             transport.finish().await;
             return Err(e);
         }
-        let mut io = UserIo::stdio(self.args.json, Role::Client, self.interrupt);
-        io.out
-            .connected(peer.transport.name(), peer.addr, peer.fingerprint, None);
-        let outcome = session::run(
-            &mut transport,
-            &mut io,
-            Role::Client,
-            self.limits.idle_timeout,
-        )
-        .await;
+        let (mut io, output) = ui::stdio(self.args.json, false, &self.quit);
+        io.out.show_now(Shown::Connected {
+            transport: peer.transport,
+            peer: peer.addr,
+            fingerprint: peer.fingerprint,
+            label: None,
+        });
+        let mut session = Session::new(Role::Client, self.limits.idle_timeout);
+        let outcome = session.run(&mut transport, &mut io, &mut self.quit).await;
         transport.finish().await;
+        io.out.finish();
+        if !output.close(OUTPUT_STALL) {
+            warn!("standard output took nothing for {OUTPUT_STALL:?}; leaving without it");
+        }
         Ok(if outcome.disconnect.is_normal() { 0 } else { 1 })
     }
 

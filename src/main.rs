@@ -2,19 +2,21 @@
 //! runtime, and turns errors into messages and exit statuses.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
-use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use chat::cli::{CertArgs, Cli, Command, Mode};
-use chat::session::{Role, UserIo};
 use chat::transport::Limits;
+use chat::trust::allow::AllowList;
 use chat::trust::identity;
 use chat::trust::identity::Identity;
 use chat::trust::known_hosts::KnownHosts;
-use chat::ui::{output, terminal};
+use chat::ui::json::JsonSink;
+use chat::ui::output::{Output, Shown};
+use chat::ui::{self, Quit, terminal};
 use chat::{client, server};
 
 fn main() -> ExitCode {
@@ -70,12 +72,26 @@ fn report(result: Result<u8>, json: bool) -> u8 {
             // handshake, say): escape control characters before printing.
             let message = chat::ui::render::sanitize(format!("{e:#}").as_bytes());
             if json {
-                output::stdout(true).error(&message);
+                json_error(&message);
             }
             eprintln!("chat: {message}");
             1
         }
     }
+}
+
+/// How long the output may go without taking anything before the program
+/// exits without waiting for it (a stdout that nobody reads).
+const OUTPUT_STALL: Duration = Duration::from_secs(2);
+
+/// Writes an `error` event, through a thread of its own: a stdout that
+/// nobody reads must not keep the process from exiting.
+fn json_error(message: &str) {
+    let (mut out, thread) = Output::spawn(|p| JsonSink {
+        out: p.writer(std::io::stdout()),
+    });
+    out.show_now(Shown::Error(message.to_string()));
+    thread.close(OUTPUT_STALL);
 }
 
 async fn chat(mode: Mode, cli: &Cli) -> Result<u8> {
@@ -84,25 +100,40 @@ async fn chat(mode: Mode, cli: &Cli) -> Result<u8> {
         max_message_size: args.max_message_size,
         idle_timeout: args.idle_timeout,
     };
-    let (interrupt_tx, interrupt) = watch::channel(false);
-    // Registered now, before the terminal is up: at a terminal Ctrl-C and
-    // /quit arrive as SIGINT, which must never find the default action.
+    let quit = Quit::new();
+    // Registered now, before anything else: Ctrl-C from a shell (and a
+    // SIGINT from anyone) must never find the default action, which would
+    // skip the close and the terminal's restoration. At a terminal the line
+    // editor hears Ctrl-C as a key and triggers `quit` itself.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot listen for Ctrl-C")?;
+    let on_signal = quit.clone();
     tokio::spawn(async move {
         if sigint.recv().await.is_some() {
-            let _ = interrupt_tx.send(true);
+            on_signal.trigger();
         }
     });
     match mode {
-        Mode::Server => {
-            let io = UserIo::stdio(args.json, Role::Server, interrupt);
-            server::run(args, limits, io).await
-        }
+        Mode::Server => serve(args, limits, quit).await,
         // The client may ask the user whether to trust the server before the
         // chat starts reading input, so it sets up its own I/O.
-        Mode::Client => client::run(args, limits, interrupt).await,
+        Mode::Client => client::run(args, limits, quit).await,
     }
+}
+
+/// Server mode: bind, then run the server until Ctrl-C.
+async fn serve(args: &chat::cli::ChatArgs, limits: Limits, quit: Quit) -> Result<u8> {
+    let home = identity::home_dir(args.home.as_deref());
+    let identity = server::identity(args.cert.as_deref(), args.key.as_deref(), &home)?;
+    let allow = AllowList::new(args.allow.clone(), args.allow_file.clone());
+    allow.validate()?;
+    let listener = server::bind(args.transport, args.bind, args.port, &identity, &limits).await?;
+    let (io, output) = ui::stdio(args.json, true, &quit);
+    server::run(listener, server::Config { limits, allow }, io, quit).await;
+    if !output.close(OUTPUT_STALL) {
+        tracing::warn!("standard output took nothing for {OUTPUT_STALL:?}; leaving without it");
+    }
+    Ok(0)
 }
 
 /// `chat id`: the fingerprints to hand to the other side.

@@ -2,12 +2,12 @@
 //!
 //! Server and client each run on their own OS thread with their own
 //! `current_thread` runtime, as the `chat` binary runs one such runtime per
-//! process. The server is what `chat --mode server` does for one client:
-//! `Listener::bind` + `spawn_acceptor`, `Handshaken::start`, then
-//! `session::run` as [`Role::Server`]. The client is `quic::connect` /
-//! `tcp::connect` followed by `session::run` as [`Role::Client`], fed by a
-//! scripted driver through the same `UserIo` input channel that standard
-//! input feeds in the binary; a recording [`Output`] hands each
+//! process. The server is the real one: `chat::server::run` on a bound
+//! `Listener`, its output on a writer thread as in the binary (a [`Probe`]
+//! sink that counts what arrives). The client is `transport::connect`
+//! followed by a [`Session`] as [`Role::Client`], fed by a scripted driver
+//! through the same `UserIo` input channel that standard input feeds in the
+//! binary; its [`Probe`] output, called in place, hands each
 //! acknowledgement (with the RTT the session computed) back to the driver.
 //!
 //! All RTTs are the session's own: from the moment it takes the message from
@@ -21,18 +21,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
+use chat::TransportKind;
 use chat::protocol::{MessageId, close_code};
-use chat::server::HANDSHAKE_TIMEOUT;
-use chat::session::{self, Role, UserIo};
-use chat::transport::{Disconnect, Handshaken, Limits, Transport, quic, tcp};
-use chat::trust::identity::{self, Fingerprint, Identity};
+use chat::server;
+use chat::session::{Role, Session};
+use chat::transport::{self, Limits, Listener, Transport};
+use chat::trust::allow::AllowList;
+use chat::trust::identity::{self, Identity};
 use chat::trust::tls::{self, FingerprintVerifier, ServerTrust};
 use chat::ui::input::UserInput;
-use chat::ui::output::Output;
-use tokio::sync::{mpsc, watch};
+use chat::ui::output::{Output, Shown, Sink};
+use chat::ui::{Quit, UserIo};
+use tokio::sync::mpsc;
 
 use crate::util::{CpuClock, TempDir, spawn_runtime, thread_cpu_ns, thread_id};
-use chat::TransportKind;
 
 /// Same slack as the binary's stdin reader (`chat::ui::input::spawn_stdin`).
 const INPUT_QUEUE: usize = 256;
@@ -92,14 +94,16 @@ enum Note {
     Closed(String),
 }
 
-/// Messages the server side received, for a sanity check of each case.
+/// What the server side saw, for a sanity check of each case.
 #[derive(Default)]
 struct Counts {
     messages: AtomicU64,
     bytes: AtomicU64,
+    /// Chats that ended abnormally, with why.
+    abnormal: std::sync::Mutex<Vec<String>>,
 }
 
-/// An [`Output`] that renders nothing: it forwards acknowledgements to the
+/// A [`Sink`] that renders nothing: it forwards acknowledgements to the
 /// driver and counts received messages.
 struct Probe {
     notes: Option<mpsc::UnboundedSender<Note>>,
@@ -114,30 +118,35 @@ impl Probe {
     }
 }
 
-impl Output for Probe {
-    fn listening(&mut self, _: &str, _: SocketAddr, _: Fingerprint) {}
-    fn connected(&mut self, _: &str, _: SocketAddr, _: Option<Fingerprint>, _: Option<&str>) {}
-    fn sent(&mut self, _: MessageId, _: &[u8]) {}
-    fn ack(&mut self, id: MessageId, rtt: Duration) {
-        let at = Instant::now();
-        self.note(Note::Ack(Acked { id, rtt, at }));
+impl Sink for Probe {
+    fn show(&mut self, shown: Shown) {
+        match shown {
+            Shown::Ack { id, rtt } => {
+                let at = Instant::now();
+                self.note(Note::Ack(Acked { id, rtt, at }));
+            }
+            Shown::Rejected { id, reason, .. } => self.note(Note::Rejected(id, reason)),
+            Shown::Message { body, .. } => {
+                self.counts.messages.fetch_add(1, Ordering::Relaxed);
+                self.counts
+                    .bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+            }
+            Shown::Disconnected { why, .. } => {
+                if !why.is_normal()
+                    && let Ok(mut abnormal) = self.counts.abnormal.lock()
+                {
+                    abnormal.push(why.describe());
+                }
+                self.note(Note::Closed(why.describe()));
+            }
+            Shown::Error(message) => self.note(Note::Closed(format!("error: {message}"))),
+            Shown::Skipped { events, .. } => {
+                self.note(Note::Closed(format!("{events} events skipped")));
+            }
+            _ => {}
+        }
     }
-    fn rejected(&mut self, id: MessageId, _code: u64, reason: &str) {
-        self.note(Note::Rejected(id, reason.to_string()));
-    }
-    fn message(&mut self, _: MessageId, body: &chat::protocol::body::Body) {
-        self.counts.messages.fetch_add(1, Ordering::Relaxed);
-        self.counts
-            .bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-    }
-    fn disconnected(&mut self, why: &Disconnect, _: &[MessageId]) {
-        self.note(Note::Closed(why.describe()));
-    }
-    fn error(&mut self, message: &str) {
-        self.note(Note::Closed(format!("error: {message}")));
-    }
-    fn info(&mut self, _: &str) {}
 }
 
 /// The scripted user of the client side.
@@ -208,99 +217,82 @@ pub struct ServerReport {
     pub bytes: u64,
 }
 
-/// Starts a server thread that serves `sessions` chats one after the other,
-/// exactly like `chat --mode server`. Returns its address, its thread id and
-/// the worker to wait on.
-fn spawn_server(
-    kind: TransportKind,
-    setup: &Setup,
-    sessions: usize,
-) -> Result<(SocketAddr, i64, crate::util::Worker<ServerReport>)> {
+/// A running server: `chat::server::run` on its own thread.
+struct Server {
+    addr: SocketAddr,
+    tid: i64,
+    worker: crate::util::Worker<ServerReport>,
+    /// Ctrl-C, for the server: it stops once the case is done with it.
+    quit: Quit,
+}
+
+impl Server {
+    /// Stops the server and checks that every chat it had ended normally.
+    fn stop(self) -> Result<ServerReport> {
+        self.quit.trigger();
+        self.worker.wait(Duration::from_secs(30))
+    }
+}
+
+/// Starts a server thread running `chat::server::run`, exactly as `chat
+/// --mode server` does (its user types nothing).
+fn spawn_server(kind: TransportKind, setup: &Setup) -> Result<Server> {
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let (dir, limits) = (setup.identity_dir(), setup.limits.clone());
+    let quit = Quit::new();
+    let shutdown = quit.clone();
     let worker = spawn_runtime("bench-server", move || async move {
         let identity = load_identity(&dir)?;
         let bind: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
+        let listener = Listener::bind(kind, bind, &identity, &limits).await?;
+        let _ = ready_tx.send((listener.local_addr(), thread_id()));
         let counts = Arc::new(Counts::default());
-        match kind {
-            TransportKind::Quic => {
-                let listener = quic::Listener::bind(bind, &identity, &limits, HANDSHAKE_TIMEOUT)?;
-                let _ = ready_tx.send((listener.local_addr()?, thread_id()));
-                let (tx, rx) = mpsc::channel(16);
-                let acceptor = listener.spawn_acceptor(tx);
-                let served = serve(rx, &limits, sessions, counts.clone()).await;
-                acceptor.abort();
-                listener.shutdown().await;
-                served?;
-            }
-            TransportKind::Tcp => {
-                let listener = tcp::Listener::bind(bind, &identity, HANDSHAKE_TIMEOUT).await?;
-                let _ = ready_tx.send((listener.local_addr()?, thread_id()));
-                let (tx, rx) = mpsc::channel(16);
-                let acceptor = listener.spawn_acceptor(tx);
-                let served = serve(rx, &limits, sessions, counts.clone()).await;
-                acceptor.abort();
-                served?;
-            }
-        }
+        let sink = Probe {
+            notes: None,
+            counts: counts.clone(),
+        };
+        let (out, output) = Output::spawn(|_| sink);
+        // The sender is kept so that input does not read as closed.
+        let (_input_tx, input) = mpsc::channel(1);
+        let io = UserIo {
+            input,
+            input_open: false,
+            out,
+        };
+        let config = server::Config {
+            limits,
+            allow: AllowList::new(Vec::new(), None),
+        };
+        server::run(listener, config, io, shutdown).await;
+        output.close(Duration::from_secs(5));
+        let abnormal = counts
+            .abnormal
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        ensure!(
+            abnormal.is_empty(),
+            "server side: a chat ended abnormally: {}",
+            abnormal.join("; ")
+        );
         Ok(ServerReport {
             messages: counts.messages.load(Ordering::Relaxed),
             bytes: counts.bytes.load(Ordering::Relaxed),
         })
     })?;
     match ready.recv_timeout(Duration::from_secs(10)) {
-        Ok((addr, tid)) => Ok((addr, tid, worker)),
+        Ok((addr, tid)) => Ok(Server {
+            addr,
+            tid,
+            worker,
+            quit,
+        }),
         // The server failed before it could listen: its error says why.
         Err(_) => Err(worker
             .wait(Duration::from_secs(5))
             .err()
             .unwrap_or_else(|| anyhow!("the server stopped before listening"))),
     }
-}
-
-/// The server loop of `chat::server`, minus allow lists and BUSY refusals:
-/// admit each handshaken client in turn and chat until it leaves.
-async fn serve<H: Handshaken>(
-    mut handshakes: mpsc::Receiver<H>,
-    limits: &Limits,
-    sessions: usize,
-    counts: Arc<Counts>,
-) -> Result<()> {
-    // The server's user types nothing (input closed) and never presses
-    // Ctrl-C; the senders are kept so neither channel reads as closed.
-    let (_input_tx, input) = mpsc::channel(1);
-    let (_interrupt_tx, interrupt) = watch::channel(false);
-    let mut io = UserIo {
-        input,
-        input_open: false,
-        out: Box::new(Probe {
-            notes: None,
-            counts,
-        }),
-        interrupt,
-    };
-    let mut finishing = Vec::new();
-    for _ in 0..sessions {
-        let conn = tokio::time::timeout(Duration::from_secs(30), handshakes.recv())
-            .await
-            .context("no client connected within 30 s")?
-            .context("the acceptor stopped")?;
-        let mut transport = conn.start(limits.clone()).await;
-        let outcome =
-            session::run(&mut transport, &mut io, Role::Server, limits.idle_timeout).await;
-        ensure!(
-            outcome.disconnect.is_normal(),
-            "server side: the chat ended abnormally: {}",
-            outcome.disconnect.describe()
-        );
-        // As the server does: the connection's last bytes leave in the
-        // background while the next client is served.
-        finishing.push(tokio::spawn(transport.finish()));
-    }
-    for f in finishing {
-        let _ = f.await;
-    }
-    Ok(())
 }
 
 /// The server identity and client TLS configuration the library cases use,
@@ -331,27 +323,20 @@ where
     F: FnOnce(Driver) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R>>,
 {
-    let (addr, server_tid, server) = spawn_server(kind, setup, 1)?;
+    let server = spawn_server(kind, setup)?;
+    let (addr, server_tid) = (server.addr, server.tid);
     let limits = setup.limits.clone();
     let client = spawn_runtime("bench-client", move || async move {
         let config = client_tls()?;
-        match kind {
-            TransportKind::Quic => {
-                let (t, _peer) = quic::connect(addr, config, &limits).await?;
-                chat_as_client(t, &limits, server_tid, scenario).await
-            }
-            TransportKind::Tcp => {
-                let (t, _peer) = tcp::connect(addr, config, &limits).await?;
-                chat_as_client(t, &limits, server_tid, scenario).await
-            }
-        }
+        let (link, _peer) = transport::connect(kind, addr, config, &limits).await?;
+        chat_as_client(link, &limits, server_tid, scenario).await
     })?;
-    let result = client.wait(CASE_TIMEOUT)?;
-    let report = server.wait(Duration::from_secs(30))?;
-    Ok((result, report))
+    let result = client.wait(CASE_TIMEOUT);
+    let report = server.stop()?;
+    Ok((result?, report))
 }
 
-/// `session::run` as the client, with the scenario as its user. When the
+/// A [`Session`] as the client, with the scenario as its user. When the
 /// scenario returns, input ends, and the session closes the chat normally
 /// once every message is acknowledged, as the binary does at end of stdin.
 async fn chat_as_client<T, R, F, Fut>(
@@ -367,15 +352,15 @@ where
 {
     let (input_tx, input) = mpsc::channel(INPUT_QUEUE);
     let (notes_tx, notes) = mpsc::unbounded_channel();
-    let (_interrupt_tx, interrupt) = watch::channel(false);
+    let mut quit = Quit::new();
+    let mut session = Session::new(Role::Client, limits.idle_timeout);
     let mut io = UserIo {
         input,
         input_open: true,
-        out: Box::new(Probe {
+        out: Output::inline(Probe {
             notes: Some(notes_tx),
             counts: Arc::default(),
         }),
-        interrupt,
     };
     let driver = Driver {
         input: input_tx,
@@ -384,7 +369,7 @@ where
     };
     // The driver is dropped when the scenario returns: that is end of input.
     let (outcome, result) = tokio::join!(
-        session::run(&mut transport, &mut io, Role::Client, limits.idle_timeout),
+        session.run(&mut transport, &mut io, &mut quit),
         scenario(driver)
     );
     transport.finish().await;
@@ -596,7 +581,8 @@ pub fn connect(
     warmup: usize,
     n: usize,
 ) -> Result<Vec<Duration>> {
-    let (addr, _, server) = spawn_server(kind, setup, warmup + n)?;
+    let server = spawn_server(kind, setup)?;
+    let addr = server.addr;
     let limits = setup.limits.clone();
     let client = spawn_runtime("bench-client", move || async move {
         // Built once, as the binary builds it before its connect loop.
@@ -604,29 +590,18 @@ pub fn connect(
         let mut times = Vec::with_capacity(n);
         for i in 0..warmup + n {
             let t0 = Instant::now();
-            let elapsed = match kind {
-                TransportKind::Quic => {
-                    let (t, _) = quic::connect(addr, config.clone(), &limits).await?;
-                    let elapsed = t0.elapsed();
-                    leave(t).await;
-                    elapsed
-                }
-                TransportKind::Tcp => {
-                    let (t, _) = tcp::connect(addr, config.clone(), &limits).await?;
-                    let elapsed = t0.elapsed();
-                    leave(t).await;
-                    elapsed
-                }
-            };
+            let (link, _) = transport::connect(kind, addr, config.clone(), &limits).await?;
+            let elapsed = t0.elapsed();
+            leave(link).await;
             if i >= warmup {
                 times.push(elapsed);
             }
         }
         Ok(times)
     })?;
-    let times = client.wait(CASE_TIMEOUT)?;
-    server.wait(Duration::from_secs(30))?;
-    Ok(times)
+    let times = client.wait(CASE_TIMEOUT);
+    server.stop()?;
+    times
 }
 
 /// Ends a chat from the client side as `/quit` does.

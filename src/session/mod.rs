@@ -1,24 +1,30 @@
-//! One chat: the event loop between the user and a connected peer.
+//! One chat: its state, and the loop that drives it over a connection.
 //!
-//! The session numbers outgoing messages, remembers when each was handed to
-//! the transport, turns acknowledgements into round-trip times, acknowledges
-//! every message it receives, and, when the connection ends, reports each
-//! message that was never confirmed. It knows nothing about sockets: it sees
-//! only the [`Transport`] trait, which is what lets it be unit-tested against
-//! an in-memory transport.
+//! A [`Session`] owns what a chat is: the numbering of outgoing messages,
+//! the ones not yet confirmed with the moment each was handed to the
+//! transport, the ids received, the statistics. It is not the connection
+//! that carries it: [`Session::run`] drives it over one connection until
+//! that ends, and the session is still there afterwards (so that a later
+//! version can hand it a new connection and go on). It knows nothing about
+//! sockets, only the [`Transport`] trait, which is what lets it be
+//! unit-tested against an in-memory transport; and nothing about terminals,
+//! only [`UserIo`].
 
+mod stats;
 pub mod unconfirmed;
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::protocol::received::ReceivedIds;
 use crate::protocol::{MessageId, close_code};
 use crate::transport::{Disconnect, Event, Transport};
 use crate::ui::input::UserInput;
-use crate::ui::output::Output;
+use crate::ui::output::Shown;
+use crate::ui::{Quit, UserIo};
+use stats::Stats;
 use unconfirmed::Unconfirmed;
 
 /// Which end of the chat this is; it decides what end of input and Ctrl-C do.
@@ -30,52 +36,7 @@ pub enum Role {
     Client,
 }
 
-/// The user's side of a session: input, output, and the Ctrl-C signal. It
-/// outlives sessions: a server reuses it for each client.
-pub struct UserIo {
-    pub input: mpsc::Receiver<UserInput>,
-    /// False once input has ended.
-    pub input_open: bool,
-    pub out: Box<dyn Output>,
-    pub interrupt: watch::Receiver<bool>,
-}
-
-/// Resolves when the user asks to leave (Ctrl-C). Never resolves if no one
-/// can send that signal any more. (A free function so that it borrows only
-/// the signal, not the rest of [`UserIo`].)
-pub async fn interrupted(signal: &mut watch::Receiver<bool>) {
-    if signal.wait_for(|&quit| quit).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-impl UserIo {
-    /// Standard input and output: the line editor at a terminal, else plain
-    /// lines or (with `json`) JSON objects.
-    pub fn stdio(json: bool, role: Role, interrupt: watch::Receiver<bool>) -> Self {
-        if !json && crate::ui::terminal::is_interactive() {
-            let (input, out) = crate::ui::terminal::start(role == Role::Server);
-            return UserIo {
-                input,
-                input_open: true,
-                out: Box::new(out),
-                interrupt,
-            };
-        }
-        UserIo {
-            input: crate::ui::input::spawn_stdin(json),
-            input_open: true,
-            out: crate::ui::output::stdout(json),
-            interrupt,
-        }
-    }
-
-    pub fn is_interrupted(&self) -> bool {
-        *self.interrupt.borrow()
-    }
-}
-
-/// How a session ended.
+/// How a chat ended.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub disconnect: Disconnect,
@@ -84,28 +45,232 @@ pub struct Outcome {
     pub quit: bool,
 }
 
-/// Runs one chat over `transport` until either side ends it.
-///
-/// `ack_wait` bounds how long a client whose input has ended waits for
-/// outstanding acknowledgements; the wait restarts whenever one arrives, so a
-/// slow but moving transfer is not cut short.
-pub async fn run<T: Transport>(
-    transport: &mut T,
-    io: &mut UserIo,
+/// What one turn of the loop decided.
+enum Step {
+    Continue,
+    /// We end the chat: close the connection with this code and reason.
+    Close {
+        code: u64,
+        reason: String,
+        /// How the end is reported (a protocol error we found is reported
+        /// as such, not as an ordinary close).
+        report: Option<Disconnect>,
+        quit: bool,
+    },
+    /// The connection ended.
+    Ended(Disconnect),
+}
+
+impl Step {
+    fn close(code: u64, reason: &str, quit: bool) -> Step {
+        Step::Close {
+            code,
+            reason: reason.to_string(),
+            report: None,
+            quit,
+        }
+    }
+}
+
+/// One chat's state.
+pub struct Session {
     role: Role,
+    next_id: MessageId,
+    unconfirmed: Unconfirmed,
+    /// Ids of the peer's messages we accepted.
+    received: ReceivedIds,
+    stats: Stats,
+    /// Set once a client's input has ended: leave when everything is
+    /// confirmed, or when no acknowledgement came for `ack_wait`.
+    leaving_by: Option<Instant>,
     ack_wait: Duration,
-) -> Outcome {
-    let mut next_id: MessageId = 0;
-    let mut outstanding = Unconfirmed::default();
-    // Set once a client's input has ended: close when everything is acked.
-    let mut leaving_by: Option<Instant> = None;
-    let mut stats = Stats::default();
-    let end = |d: Disconnect, outstanding: &Unconfirmed, io: &mut UserIo| {
-        let unacked = outstanding.ids();
-        io.out.disconnected(&d, &unacked);
+}
+
+impl Session {
+    /// A new chat. `ack_wait` bounds how long a client whose input has
+    /// ended waits for outstanding acknowledgements; the wait restarts
+    /// whenever one arrives, so a slow but moving transfer is not cut short.
+    pub fn new(role: Role, ack_wait: Duration) -> Self {
+        Session {
+            role,
+            next_id: 0,
+            unconfirmed: Unconfirmed::default(),
+            received: ReceivedIds::default(),
+            stats: Stats::default(),
+            leaving_by: None,
+            ack_wait,
+        }
+    }
+
+    /// Runs the chat over `link` until either side ends it, or the user
+    /// leaves (`quit`).
+    pub async fn run<T: Transport>(
+        &mut self,
+        link: &mut T,
+        io: &mut UserIo,
+        quit: &mut Quit,
+    ) -> Outcome {
+        // Whether anything may wait in a buffer (the link's or the
+        // output's): it is written out whenever nothing else is ready.
+        let mut flushed = true;
+        loop {
+            let step = if self.leaving_by.is_some() && self.unconfirmed.is_empty() {
+                Step::close(close_code::NO_ERROR, "the client left", false)
+            } else {
+                tokio::select! {
+                    // Leaving wins over everything else that is ready.
+                    biased;
+                    () = quit.wait() => self.leave(),
+                    event = link.next_event() => self.on_event(event, link, io),
+                    // Still read while leaving: /quit or Ctrl-C must work
+                    // during the wait, and a line typed then must be
+                    // reported as not sent. Not while too much is
+                    // unconfirmed: the transport would queue it all, so
+                    // piping a large file in would fill memory instead of
+                    // waiting.
+                    input = io.input.recv(), if io.input_open && self.unconfirmed.has_room() => {
+                        self.on_input(input, link, io)
+                    }
+                    () = sleep_until_some(self.leaving_by) => {
+                        Step::close(close_code::NO_ERROR, "the client left", false)
+                    }
+                    // Last in a biased select: taken only when nothing above
+                    // is ready, i.e. just before the session would wait.
+                    // What this turn queued (messages, acks, output) leaves
+                    // together.
+                    () = std::future::ready(()), if !flushed => {
+                        link.flush();
+                        io.out.flush();
+                        flushed = true;
+                        continue;
+                    }
+                }
+            };
+            flushed = false;
+            match step {
+                Step::Continue => {}
+                Step::Close {
+                    code,
+                    reason,
+                    report,
+                    quit,
+                } => {
+                    io.out.flush();
+                    link.close(code, &reason).await;
+                    let d = report.unwrap_or(Disconnect::Local { code, reason });
+                    return self.end(d, io, quit);
+                }
+                Step::Ended(d) => return self.end(d, io, false),
+            }
+        }
+    }
+
+    /// Something happened on the connection.
+    fn on_event<T: Transport>(&mut self, event: Event, link: &mut T, io: &mut UserIo) -> Step {
+        match event {
+            Event::Message { id, body } => {
+                if self.received.insert(id).is_err() {
+                    let reason = format!("message id {id} received twice");
+                    return Step::Close {
+                        code: close_code::PROTOCOL_ERROR,
+                        reason: reason.clone(),
+                        report: Some(Disconnect::Violation { reason }),
+                        quit: false,
+                    };
+                }
+                // Ack first: the peer's round-trip time should not include
+                // how long our output takes to draw.
+                link.ack(id);
+                io.out.show(Shown::Message { id, body });
+                self.stats.received += 1;
+            }
+            Event::Ack { id } => match self.unconfirmed.remove(id) {
+                Some(sent) => {
+                    let rtt = sent.at.elapsed();
+                    io.out.show(Shown::Ack { id, rtt });
+                    self.stats.confirmed(rtt);
+                    if let Some(by) = self.leaving_by.as_mut() {
+                        *by = Instant::now() + self.ack_wait;
+                    }
+                }
+                None => debug!(id, "ignoring ACK for a message not outstanding"),
+            },
+            Event::Rejected { id, code, reason } => match self.unconfirmed.remove(id) {
+                Some(_) => io.out.show(Shown::Rejected { id, code, reason }),
+                None => debug!(id, "ignoring REJECT for a message not outstanding"),
+            },
+            Event::Closed(d) => return Step::Ended(d),
+        }
+        Step::Continue
+    }
+
+    /// The user did something (`None`: input is closed).
+    fn on_input<T: Transport>(
+        &mut self,
+        input: Option<UserInput>,
+        link: &mut T,
+        io: &mut UserIo,
+    ) -> Step {
+        match input {
+            Some(UserInput::Message(_)) if self.leaving_by.is_some() => {
+                io.out
+                    .error("not sent: input has ended and the chat is closing");
+            }
+            Some(UserInput::Message(body)) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.unconfirmed.insert(id, body.len());
+                io.out.show(Shown::Sent {
+                    id,
+                    body: body.clone(),
+                });
+                link.send(id, body);
+                self.stats.sent += 1;
+            }
+            Some(UserInput::Stats) => io.out.info(self.stats.summary()),
+            Some(UserInput::Invalid(why)) => io.out.error(why),
+            // A server keeps the chat open without input; a client leaves
+            // once its messages are confirmed. (A terminal goes on reading
+            // keys meanwhile, so Ctrl-C still works.)
+            Some(UserInput::End) | None if self.role == Role::Server => io.input_open = false,
+            Some(UserInput::End) | None => {
+                if input.is_none() {
+                    io.input_open = false;
+                }
+                if self.leaving_by.is_none() {
+                    self.leaving_by = Some(Instant::now() + self.ack_wait);
+                    if !self.unconfirmed.is_empty() {
+                        io.out.notice(format!(
+                            "leaving once {} sent message(s) are confirmed; Ctrl-C leaves now",
+                            self.unconfirmed.len()
+                        ));
+                    }
+                }
+            }
+        }
+        Step::Continue
+    }
+
+    /// The user leaves: a client ends the chat, a server goes away.
+    fn leave(&self) -> Step {
+        match self.role {
+            Role::Server => {
+                Step::close(close_code::GOING_AWAY, "the server is shutting down", true)
+            }
+            Role::Client => Step::close(close_code::NO_ERROR, "the client left", true),
+        }
+    }
+
+    /// Reports the end of the chat and every message never confirmed.
+    fn end(&mut self, d: Disconnect, io: &mut UserIo, quit: bool) -> Outcome {
+        let unacked = self.unconfirmed.ids();
+        io.out.show_now(Shown::Disconnected {
+            why: d.clone(),
+            unacked: unacked.clone(),
+        });
         // Lines typed while the chat was closing were never read: say so.
         // (A server reads them next, and answers that no one is connected.)
-        if role == Role::Client {
+        if self.role == Role::Client {
             while let Ok(input) = io.input.try_recv() {
                 if let UserInput::Message(_) = input {
                     io.out.error("not sent: the chat has ended");
@@ -115,166 +280,8 @@ pub async fn run<T: Transport>(
         Outcome {
             disconnect: d,
             unacked,
-            quit: false,
+            quit,
         }
-    };
-    let leave = |d, outstanding: &Unconfirmed, io: &mut UserIo| Outcome {
-        quit: true,
-        ..end(d, outstanding, io)
-    };
-
-    // Whether output may be waiting in a buffer: it is written out whenever
-    // nothing else is ready (see `Output::flush`).
-    let mut flushed = true;
-    loop {
-        if leaving_by.is_some() && outstanding.is_empty() {
-            io.out.flush();
-            let d = close(transport, close_code::NO_ERROR, "the client left").await;
-            return end(d, &outstanding, io);
-        }
-        tokio::select! {
-            // Ctrl-C wins over everything else that is ready.
-            biased;
-            () = interrupted(&mut io.interrupt) => {
-                io.out.flush();
-                let d = quit(transport, role).await;
-                return leave(d, &outstanding, io);
-            }
-            event = transport.next_event() => match event {
-                Event::Message { id, body } => {
-                    // Ack first: the peer's round-trip time should not include
-                    // how long our terminal takes to draw.
-                    transport.ack(id);
-                    io.out.message(id, &body);
-                    stats.received += 1;
-                }
-                Event::Ack { id } => match outstanding.remove(id) {
-                    Some(sent) => {
-                        let rtt = sent.at.elapsed();
-                        io.out.ack(id, rtt);
-                        stats.rtts.push(rtt);
-                        if let Some(by) = leaving_by.as_mut() {
-                            *by = Instant::now() + ack_wait;
-                        }
-                    }
-                    None => debug!(id, "ignoring ACK for a message not outstanding"),
-                },
-                Event::Rejected { id, code, reason } => match outstanding.remove(id) {
-                    Some(_) => io.out.rejected(id, code, &reason),
-                    None => debug!(id, "ignoring REJECT for a message not outstanding"),
-                },
-                Event::Closed(d) => return end(d, &outstanding, io),
-            },
-            // Still read while leaving: /quit or Ctrl-C must work during the
-            // wait, and a line typed then must be reported as not sent.
-            // Not while too much is unconfirmed: the transport would queue
-            // it all, so piping a large file in would fill memory instead
-            // of waiting. (Ctrl-C is a signal, so it still gets through.)
-            input = io.input.recv(), if io.input_open && outstanding.has_room() => match input {
-                Some(UserInput::Message(_)) if leaving_by.is_some() => {
-                    io.out.error("not sent: input has ended and the chat is closing");
-                }
-                Some(UserInput::Message(body)) => {
-                    let id = next_id;
-                    next_id += 1;
-                    outstanding.insert(id, body.len());
-                    io.out.sent(id, &body);
-                    transport.send(id, body);
-                    stats.sent += 1;
-                }
-                Some(UserInput::Stats) => io.out.info(&stats.summary()),
-                Some(UserInput::Quit) => {
-                    io.out.flush();
-                    let d = quit(transport, role).await;
-                    return leave(d, &outstanding, io);
-                }
-                Some(UserInput::Invalid(why)) => io.out.error(&why),
-                // A server keeps the chat open without input; a client
-                // leaves once its messages are confirmed. (A terminal goes
-                // on reading keys meanwhile, so Ctrl-C still works.)
-                Some(UserInput::End) | None if role == Role::Server => io.input_open = false,
-                Some(UserInput::End) | None => {
-                    if input.is_none() {
-                        io.input_open = false;
-                    }
-                    if leaving_by.is_none() {
-                        leaving_by = Some(Instant::now() + ack_wait);
-                        if !outstanding.is_empty() {
-                            io.out.notice(&format!(
-                                "leaving once {} sent message(s) are confirmed; Ctrl-C leaves now",
-                                outstanding.len()
-                            ));
-                        }
-                    }
-                }
-            },
-            () = sleep_until_some(leaving_by) => {
-                io.out.flush();
-                let d = close(transport, close_code::NO_ERROR, "the client left").await;
-                return end(d, &outstanding, io);
-            }
-            // Last in a biased select: taken only when nothing above is
-            // ready, i.e. just before the session would wait. What this
-            // turn queued (messages, acks, output lines) leaves together.
-            () = std::future::ready(()), if !flushed => {
-                transport.flush();
-                io.out.flush();
-                flushed = true;
-                continue;
-            }
-        }
-        flushed = false;
-    }
-}
-
-/// The user leaves: a client ends the chat, a server goes away.
-async fn quit<T: Transport>(transport: &mut T, role: Role) -> Disconnect {
-    let (code, reason) = match role {
-        Role::Server => (close_code::GOING_AWAY, "the server is shutting down"),
-        Role::Client => (close_code::NO_ERROR, "the client left"),
-    };
-    close(transport, code, reason).await
-}
-
-/// Counts for `/stats`.
-#[derive(Debug, Default)]
-struct Stats {
-    sent: u64,
-    received: u64,
-    rtts: Vec<Duration>,
-}
-
-impl Stats {
-    fn summary(&mut self) -> String {
-        let mut s = format!(
-            "this chat: {} sent, {} received, {} confirmed",
-            self.sent,
-            self.received,
-            self.rtts.len()
-        );
-        if !self.rtts.is_empty() {
-            self.rtts.sort_unstable();
-            let at = |q: f64| {
-                let i = ((self.rtts.len() - 1) as f64 * q).round() as usize;
-                crate::ui::output::format_rtt(self.rtts[i])
-            };
-            s.push_str(&format!(
-                "; round trip min {} p50 {} p99 {} max {}",
-                at(0.0),
-                at(0.5),
-                at(0.99),
-                at(1.0)
-            ));
-        }
-        s
-    }
-}
-
-async fn close<T: Transport>(transport: &mut T, code: u64, reason: &str) -> Disconnect {
-    transport.close(code, reason).await;
-    Disconnect::Local {
-        code,
-        reason: reason.to_string(),
     }
 }
 
@@ -289,10 +296,10 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 mod tests {
     //! The chat logic against an in-memory transport: no sockets, no TLS.
     use super::*;
-    use crate::trust::identity::Fingerprint;
+    use crate::ui::output::{Output, Sink};
     use bytes::Bytes;
-    use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
+    use tokio::sync::mpsc;
 
     /// Records what the session asked of the transport; the test plays the
     /// peer by pushing events.
@@ -329,37 +336,35 @@ mod tests {
     /// Output that records events as short strings.
     struct Recorder(Arc<Mutex<Vec<String>>>);
 
-    impl Output for Recorder {
-        fn listening(&mut self, _: &str, _: SocketAddr, _: Fingerprint) {}
-        fn connected(&mut self, _: &str, _: SocketAddr, _: Option<Fingerprint>, _: Option<&str>) {}
-        fn sent(&mut self, id: MessageId, body: &[u8]) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("sent {id} {}", body.len()));
+    impl Sink for Recorder {
+        fn show(&mut self, shown: Shown) {
+            let line = match shown {
+                Shown::Sent { id, body } => format!("sent {id} {}", body.len()),
+                Shown::Ack { id, .. } => format!("ack {id}"),
+                Shown::Rejected { id, code, .. } => format!("rejected {id} {code}"),
+                Shown::Message { id, body } => format!(
+                    "message {id} {}",
+                    String::from_utf8_lossy(&body.contiguous())
+                ),
+                Shown::Disconnected { why, unacked } => {
+                    format!("disconnected {:?} {unacked:?}", why.code())
+                }
+                Shown::Error(message) => format!("error {message}"),
+                _ => return,
+            };
+            self.0.lock().unwrap().push(line);
         }
-        fn ack(&mut self, id: MessageId, _rtt: Duration) {
-            self.0.lock().unwrap().push(format!("ack {id}"));
-        }
-        fn rejected(&mut self, id: MessageId, code: u64, _reason: &str) {
-            self.0.lock().unwrap().push(format!("rejected {id} {code}"));
-        }
-        fn message(&mut self, id: MessageId, body: &crate::protocol::body::Body) {
-            self.0.lock().unwrap().push(format!(
-                "message {id} {}",
-                String::from_utf8_lossy(&body.contiguous())
-            ));
-        }
-        fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("disconnected {:?} {unacked:?}", why.code()));
-        }
-        fn error(&mut self, message: &str) {
-            self.0.lock().unwrap().push(format!("error {message}"));
-        }
-        fn info(&mut self, _: &str) {}
+    }
+
+    /// Runs one chat as `role`.
+    async fn run(
+        transport: &mut MemoryTransport,
+        io: &mut UserIo,
+        quit: &mut Quit,
+        role: Role,
+        ack_wait: Duration,
+    ) -> Outcome {
+        Session::new(role, ack_wait).run(transport, io, quit).await
     }
 
     struct Harness {
@@ -367,7 +372,7 @@ mod tests {
         io: UserIo,
         peer: mpsc::UnboundedSender<Event>,
         user: mpsc::Sender<UserInput>,
-        interrupt: watch::Sender<bool>,
+        quit: Quit,
         wire: Arc<Mutex<Vec<String>>>,
         screen: Arc<Mutex<Vec<String>>>,
     }
@@ -375,7 +380,6 @@ mod tests {
     fn harness() -> Harness {
         let (peer, events) = mpsc::unbounded_channel();
         let (user, input) = mpsc::channel(16);
-        let (interrupt, interrupt_rx) = watch::channel(false);
         let wire = Arc::new(Mutex::new(Vec::new()));
         let screen = Arc::new(Mutex::new(Vec::new()));
         Harness {
@@ -386,12 +390,11 @@ mod tests {
             io: UserIo {
                 input,
                 input_open: true,
-                out: Box::new(Recorder(screen.clone())),
-                interrupt: interrupt_rx,
+                out: Output::inline(Recorder(screen.clone())),
             },
             peer,
             user,
-            interrupt,
+            quit: Quit::new(),
             wire,
             screen,
         }
@@ -431,6 +434,7 @@ mod tests {
         let out = run(
             &mut h.transport,
             &mut h.io,
+            &mut h.quit,
             Role::Server,
             Duration::from_secs(5),
         )
@@ -466,6 +470,7 @@ mod tests {
         let out = run(
             &mut h.transport,
             &mut h.io,
+            &mut h.quit,
             Role::Client,
             Duration::from_secs(5),
         )
@@ -479,7 +484,8 @@ mod tests {
     async fn input_waits_while_too_much_is_unconfirmed() {
         let (peer, events) = mpsc::unbounded_channel();
         let (user, input) = mpsc::channel(4096);
-        let (interrupt, interrupt_rx) = watch::channel(false);
+        let mut quit = Quit::new();
+        let interrupt = quit.clone();
         let wire = Arc::new(Mutex::new(Vec::new()));
         let mut transport = MemoryTransport {
             events,
@@ -488,8 +494,7 @@ mod tests {
         let mut io = UserIo {
             input,
             input_open: true,
-            out: Box::new(Recorder(Arc::new(Mutex::new(Vec::new())))),
-            interrupt: interrupt_rx,
+            out: Output::inline(Recorder(Arc::new(Mutex::new(Vec::new())))),
         };
         for _ in 0..crate::session::unconfirmed::MAX_MESSAGES + 100 {
             user.send(msg("m")).await.unwrap();
@@ -515,12 +520,13 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             let after_one_ack = sends(&w);
-            interrupt.send(true).unwrap();
+            interrupt.trigger();
             (stalled, after_one_ack)
         });
         run(
             &mut transport,
             &mut io,
+            &mut quit,
             Role::Client,
             Duration::from_secs(5),
         )
@@ -536,6 +542,7 @@ mod tests {
         let Harness {
             mut transport,
             mut io,
+            mut quit,
             user,
             wire,
             ..
@@ -545,6 +552,7 @@ mod tests {
         let out = run(
             &mut transport,
             &mut io,
+            &mut quit,
             Role::Client,
             Duration::from_secs(3),
         )
@@ -561,6 +569,7 @@ mod tests {
         let out = run(
             &mut h.transport,
             &mut h.io,
+            &mut h.quit,
             Role::Client,
             Duration::from_secs(3),
         )
@@ -594,6 +603,7 @@ mod tests {
         let out = run(
             &mut h.transport,
             &mut h.io,
+            &mut h.quit,
             Role::Server,
             Duration::from_secs(5),
         )
@@ -611,8 +621,15 @@ mod tests {
     async fn interrupt_closes_with_the_role_code() {
         for (role, code) in [(Role::Server, "close 4"), (Role::Client, "close 0")] {
             let mut h = harness();
-            h.interrupt.send(true).unwrap();
-            run(&mut h.transport, &mut h.io, role, Duration::from_secs(5)).await;
+            h.quit.trigger();
+            run(
+                &mut h.transport,
+                &mut h.io,
+                &mut h.quit,
+                role,
+                Duration::from_secs(5),
+            )
+            .await;
             assert_eq!(h.wire.lock().unwrap().last().unwrap(), code);
         }
     }
@@ -642,6 +659,7 @@ mod tests {
         let out = run(
             &mut h.transport,
             &mut h.io,
+            &mut h.quit,
             Role::Server,
             Duration::from_secs(5),
         )

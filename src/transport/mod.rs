@@ -9,8 +9,15 @@
 //! `next_event` and `flush`. Either way a large message being sent never
 //! delays an acknowledgement.
 
+mod handshake;
+mod link;
+mod listener;
 pub mod quic;
 pub mod tcp;
+
+pub use handshake::AlpnMismatch;
+pub use link::{ConnectError, Link, connect};
+pub use listener::{BindError, HANDSHAKE_TIMEOUT, Handshaken, Listener};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -164,12 +171,6 @@ pub struct PeerInfo {
     pub transport: TransportKind,
 }
 
-/// Shows an IPv4 peer reached through a dual-stack socket as plain IPv4
-/// (`127.0.0.1`, not `::ffff:127.0.0.1`).
-pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
 /// A chat/1 connection as the chat logic sees it.
 ///
 /// `send`, `ack` and `reject` queue work and return at once; results come
@@ -213,20 +214,6 @@ pub trait Transport: Send + 'static {
     /// keeps a reset from destroying it, a CONNECTION_CLOSE leaving. Call it
     /// instead of dropping the transport where the process goes on or exits.
     fn finish(self) -> impl Future<Output = ()> + Send;
-}
-
-/// A connection whose handshake is done but which is not yet in a chat: the
-/// server decides whether to admit it (start) or turn it away (refuse).
-pub trait Handshaken: Send + 'static {
-    type Transport: Transport;
-
-    fn peer(&self) -> &PeerInfo;
-
-    /// Admits the peer: the chat/1 connection starts.
-    fn start(self, limits: Limits) -> impl Future<Output = Self::Transport> + Send;
-
-    /// Turns the peer away with a close code and reason phrase.
-    fn refuse(self, code: u64, reason: &str) -> impl Future<Output = ()> + Send;
 }
 
 #[cfg(test)]

@@ -22,9 +22,6 @@ pub enum UserInput {
     Invalid(String),
     /// End of input.
     End,
-    /// Leave now. (The terminal front end leaves through SIGINT instead,
-    /// which the session hears even while it takes no input.)
-    Quit,
     /// Show this chat's statistics (/stats at the terminal).
     Stats,
 }

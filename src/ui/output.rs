@@ -1,414 +1,506 @@
-//! What the user sees: chat events rendered either as plain lines for people
-//! or as one JSON object per line for scripts (CLI.md, `--json`).
+//! What the user sees, as values ([`Shown`]), and the bounded queue that
+//! carries them to the thread that writes them.
 //!
-//! The session reports events through the [`Output`] trait and never formats
-//! anything itself, so the terminal front end can be replaced without
-//! touching the chat logic.
+//! The chat never writes to stdout itself. A terminal slow to draw, or a
+//! pipe that nobody reads (`chat --mode server --json | sleep 1e5`), would
+//! otherwise stop the chat with it: no acknowledgement would leave, no
+//! keep-alive, no handshake would finish, and Ctrl-C would wait behind the
+//! blocked write. So the session hands [`Shown`] values to an [`Output`],
+//! which passes them in batches to a writer thread that renders them through
+//! a [`Sink`] (plain lines, JSON, the line editor). Rendering a large
+//! message (escaping, base64) happens there too, off the chat's thread.
+//!
+//! The queue is bounded in events and in bytes of message bodies. When it is
+//! full, per-message events are skipped, counted, and the count is shown
+//! (`skipped`) as soon as there is room again; nothing is lost silently.
+//! Events about the chat itself (listening, connected, disconnected) are
+//! always queued, within a larger hard bound.
 
-use std::fmt::Display;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use serde::{Serialize, Serializer};
-use serde_json::{Value, json};
+use bytes::Bytes;
 
-use crate::protocol::body::Body;
-use crate::protocol::{MessageId, close_code, reject_code};
-use crate::transport::Disconnect;
+use crate::protocol::{Body, MessageId};
+use crate::transport::{Disconnect, TransportKind};
 use crate::trust::identity::Fingerprint;
-use crate::ui::render::{sanitize, sanitize_line};
 
-/// Receives every event the user should know about.
-pub trait Output: Send {
-    fn listening(&mut self, transport: &str, addr: SocketAddr, fingerprint: Fingerprint);
-    /// `label` is the allow list's name for the peer, if it has one.
-    fn connected(
-        &mut self,
-        transport: &str,
+/// Events queued and not yet written beyond which per-message events are
+/// skipped. A reader that keeps up never comes near it: it is 32 times the
+/// session's bound on unconfirmed messages.
+const MAX_QUEUED_EVENTS: usize = 32 * 1024;
+
+/// Bytes of received messages queued and not yet written beyond which
+/// messages are skipped (one message larger than this is still shown when
+/// nothing else is queued).
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// Events queued beyond which even the essential ones are skipped: only a
+/// stdout that never moves, and a stream of clients, get here.
+const HARD_MAX_QUEUED_EVENTS: usize = 2 * MAX_QUEUED_EVENTS;
+
+/// Something the user should see.
+#[derive(Debug, Clone)]
+pub enum Shown {
+    /// The server listens.
+    Listening {
+        transport: TransportKind,
+        addr: SocketAddr,
+        fingerprint: Fingerprint,
+    },
+    /// A chat began. `label` is the allow list's name for the peer.
+    Connected {
+        transport: TransportKind,
         peer: SocketAddr,
         fingerprint: Option<Fingerprint>,
-        label: Option<&str>,
-    );
-    fn sent(&mut self, id: MessageId, body: &[u8]);
-    fn ack(&mut self, id: MessageId, rtt: Duration);
-    fn rejected(&mut self, id: MessageId, code: u64, reason: &str);
-    fn message(&mut self, id: MessageId, body: &Body);
-    fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]);
-    fn error(&mut self, message: &str);
-    /// A status line for people (plain mode only; JSON has no such event).
-    fn info(&mut self, message: &str);
-    /// A status line only worth showing to a person at a terminal (plain
-    /// output to a pipe keeps its lines as they were).
-    fn notice(&mut self, _message: &str) {}
-    /// Writes out what the per-message events (`sent`, `ack`, `rejected`,
-    /// `message`) left buffered. The session calls it whenever it has
-    /// nothing else to do, so a burst of messages costs one write, not one
-    /// per event, and a lone event is not held back. Other events are
-    /// written at once.
+        label: Option<String>,
+    },
+    /// The server turned a client away (BUSY, UNAUTHORIZED).
+    Refused {
+        transport: TransportKind,
+        peer: SocketAddr,
+        fingerprint: Option<Fingerprint>,
+        code: u64,
+    },
+    /// We sent a message (the body, for a terminal's preview of it).
+    Sent {
+        id: MessageId,
+        body: Bytes,
+    },
+    /// The peer acknowledged one of our messages.
+    Ack {
+        id: MessageId,
+        rtt: Duration,
+    },
+    /// The peer refused one of our messages.
+    Rejected {
+        id: MessageId,
+        code: u64,
+        reason: String,
+    },
+    /// A message from the peer.
+    Message {
+        id: MessageId,
+        body: Body,
+    },
+    /// The chat ended; `unacked` were never confirmed.
+    Disconnected {
+        why: Disconnect,
+        unacked: Vec<MessageId>,
+    },
+    Error(String),
+    /// A status line for people (JSON has no such event).
+    Info(String),
+    /// A status line only worth showing to a person at a terminal.
+    Notice(String),
+    /// Events that could not be shown because the output fell behind.
+    Skipped {
+        events: u64,
+        messages: u64,
+    },
+}
+
+impl Shown {
+    /// Kept even when the queue is full (within its hard bound): without
+    /// them, what is shown would not say which chat it belongs to.
+    fn essential(&self) -> bool {
+        matches!(
+            self,
+            Shown::Listening { .. }
+                | Shown::Connected { .. }
+                | Shown::Disconnected { .. }
+                | Shown::Skipped { .. }
+        )
+    }
+
+    /// Bytes it holds that nothing else does.
+    fn held_bytes(&self) -> usize {
+        match self {
+            Shown::Message { body, .. } => body.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Renders what is shown: plain lines, JSON, the line editor.
+pub trait Sink: Send + 'static {
+    fn show(&mut self, shown: Shown);
+    /// Writes out what `show` buffered. Called whenever the queue is empty,
+    /// so a burst of events costs one write and a lone event is not held.
     fn flush(&mut self) {}
 }
 
-/// Output buffer for stdout: large enough that a burst of events goes out
-/// in a few writes.
-const STDOUT_BUFFER: usize = 64 * 1024;
-
-/// Creates the output for the chosen mode, writing to stdout.
-pub fn stdout(json: bool) -> Box<dyn Output> {
-    let out = BufWriter::with_capacity(STDOUT_BUFFER, std::io::stdout());
-    if json {
-        Box::new(JsonOutput { out })
-    } else {
-        Box::new(PlainOutput { out })
-    }
+/// What the writer thread takes.
+enum Item {
+    Batch(Vec<Shown>),
+    /// Show everything before this, flush, say so and stop.
+    Close(SyncSender<()>),
 }
 
-/// One JSON object per line.
-pub struct JsonOutput<W> {
-    pub out: W,
+/// Counts shared between the outputs and the writer thread.
+#[derive(Default)]
+struct Queued {
+    events: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Bytes the sink's writer has got rid of (see [`Progress`]).
+    written: AtomicU64,
 }
 
-/// The per-message events are plain structs rather than `json!` values:
-/// they are written for every message, and a `Value` costs a map and a
-/// string per key each time.
-#[derive(Serialize)]
-struct SentEvent {
-    event: &'static str,
-    id: MessageId,
-    bytes: usize,
-}
+/// Lets a sink's writer say that it is moving, so that closing can tell a
+/// slow stdout (wait for it) from one that takes nothing (give up).
+#[derive(Clone)]
+pub struct Progress(Arc<Queued>);
 
-#[derive(Serialize)]
-struct AckEvent {
-    event: &'static str,
-    id: MessageId,
-    rtt_us: u64,
-}
-
-#[derive(Serialize)]
-struct RejectedEvent<'a> {
-    event: &'static str,
-    id: MessageId,
-    code: u64,
-    reason: &'a str,
-}
-
-/// How a `message` event is written: the body is escaped (or base64
-/// encoded) straight from its chunks into the writer, never copied whole.
-#[derive(Serialize)]
-struct MessageEvent<'a> {
-    event: &'static str,
-    id: MessageId,
-    bytes: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<Streamed<crate::protocol::body::Text<'a>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    base64: Option<Streamed<crate::protocol::body::Base64<'a>>>,
-}
-
-/// Serializes as a JSON string by streaming its `Display` output.
-struct Streamed<T>(T);
-
-impl<T: Display> Serialize for Streamed<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-impl<W: Write + Send> JsonOutput<W> {
-    /// Writes one event line and flushes it.
-    fn emit(&mut self, v: Value) {
-        self.queue(&v);
-        Output::flush(self);
-    }
-
-    /// Writes one event line, left in the buffer until the next flush.
-    fn queue(&mut self, v: &impl Serialize) {
-        // stdout going away (a closed pipe) is not worth crashing over; the
-        // chat itself decides when to end.
-        let _ = serde_json::to_writer(&mut self.out, v)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
-    }
-}
-
-impl<W: Write + Send> Output for JsonOutput<W> {
-    fn listening(&mut self, transport: &str, addr: SocketAddr, fingerprint: Fingerprint) {
-        self.emit(json!({"event": "listening", "transport": transport,
-            "addr": addr.to_string(), "fingerprint": fingerprint.to_string()}));
-    }
-
-    fn connected(
-        &mut self,
-        transport: &str,
-        peer: SocketAddr,
-        fingerprint: Option<Fingerprint>,
-        label: Option<&str>,
-    ) {
-        let mut v = json!({"event": "connected", "transport": transport,
-            "peer": peer.to_string(), "fingerprint": fingerprint.map(|f| f.to_string())});
-        if let Some(label) = label {
-            v["label"] = Value::from(label);
+impl Progress {
+    /// Wraps `w` so that every byte it takes is counted.
+    pub fn writer<W: Write>(&self, w: W) -> Counted<W> {
+        Counted {
+            inner: w,
+            progress: self.clone(),
         }
-        self.emit(v);
-    }
-
-    fn sent(&mut self, id: MessageId, body: &[u8]) {
-        self.queue(&SentEvent {
-            event: "sent",
-            id,
-            bytes: body.len(),
-        });
-    }
-
-    fn ack(&mut self, id: MessageId, rtt: Duration) {
-        let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
-        self.queue(&AckEvent {
-            event: "ack",
-            id,
-            rtt_us,
-        });
-    }
-
-    fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
-        self.queue(&RejectedEvent {
-            event: "rejected",
-            id,
-            code,
-            reason,
-        });
-    }
-
-    fn message(&mut self, id: MessageId, body: &Body) {
-        let text = body.text();
-        let base64 = text.is_none().then(|| Streamed(body.base64()));
-        self.queue(&MessageEvent {
-            event: "message",
-            id,
-            bytes: body.len(),
-            text: text.map(Streamed),
-            base64,
-        });
-    }
-
-    fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
-        self.emit(json!({"event": "disconnected", "reason": why.describe(),
-            "code": why.code(), "unacked": unacked}));
-    }
-
-    fn error(&mut self, message: &str) {
-        self.emit(json!({"event": "error", "message": message}));
-    }
-
-    fn info(&mut self, _message: &str) {}
-
-    fn flush(&mut self) {
-        let _ = self.out.flush();
     }
 }
 
-/// Plain lines for a person. Everything from the peer is sanitized.
-pub struct PlainOutput<W> {
-    pub out: W,
+/// A writer whose progress is counted (see [`Progress`]).
+pub struct Counted<W> {
+    inner: W,
+    progress: Progress,
 }
 
-impl<W: Write + Send> PlainOutput<W> {
-    /// Writes a line and flushes it.
-    fn line(&mut self, s: &str) {
-        self.queue(s);
-        Output::flush(self);
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress
+            .0
+            .written
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 
-    /// Writes a line, left in the buffer until the next flush.
-    fn queue(&mut self, s: &str) {
-        let _ = writeln!(self.out, "{s}");
-    }
-}
-
-/// Who the peer is, for people: its allow-list label (escaped) and
-/// fingerprint, or `identity` and the fingerprint; `None` without one.
-pub fn peer_identity(fingerprint: Option<Fingerprint>, label: Option<&str>) -> Option<String> {
-    let fp = fingerprint?;
-    Some(match label {
-        Some(label) => format!("{} {fp}", sanitize_line(label)),
-        None => format!("identity {fp}"),
-    })
-}
-
-/// A REJECT code in words, for people.
-pub fn reject_kind(code: u64) -> &'static str {
-    match code {
-        reject_code::TOO_LARGE => "too large",
-        reject_code::REFUSED => "refused",
-        _ => "rejected",
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
-pub fn format_rtt(rtt: Duration) -> String {
-    let ms = rtt.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.2} ms")
-    } else {
-        format!("{ms:.0} ms")
+enum Route {
+    Thread {
+        tx: Sender<Item>,
+        queued: Arc<Queued>,
+    },
+    /// The sink is called at `flush`, on the caller's thread: for tests and
+    /// benchmarks whose sink never blocks.
+    Inline(Arc<Mutex<dyn Sink>>),
+}
+
+/// Where the chat puts what the user should see. Events wait in a batch
+/// until [`flush`](Self::flush); clones share the queue (and each keeps
+/// its own batch).
+pub struct Output {
+    route: Arc<Route>,
+    batch: Vec<Shown>,
+    skipped: Skipped,
+}
+
+/// Events skipped and not yet reported.
+#[derive(Default, Clone, Copy)]
+struct Skipped {
+    events: u64,
+    messages: u64,
+}
+
+impl Skipped {
+    fn count(&mut self, shown: &Shown) {
+        self.events += 1;
+        if matches!(shown, Shown::Message { .. }) {
+            self.messages += 1;
+        }
+    }
+
+    fn take(&mut self) -> Option<Shown> {
+        let s = std::mem::take(self);
+        (s.events > 0).then_some(Shown::Skipped {
+            events: s.events,
+            messages: s.messages,
+        })
     }
 }
 
-impl<W: Write + Send> Output for PlainOutput<W> {
-    fn listening(&mut self, transport: &str, addr: SocketAddr, fingerprint: Fingerprint) {
-        self.line(&format!("listening on {addr} ({transport})"));
-        self.line(&format!("server fingerprint: {fingerprint}"));
-        self.line(&format!(
-            "clients connect with: chat --mode client --transport {transport} --addr HOST:{} --fingerprint {fingerprint}",
-            addr.port()
-        ));
-        self.line("waiting for a client…");
+impl Clone for Output {
+    fn clone(&self) -> Self {
+        Output {
+            route: self.route.clone(),
+            batch: Vec::new(),
+            skipped: Skipped::default(),
+        }
     }
+}
 
-    fn connected(
-        &mut self,
-        transport: &str,
-        peer: SocketAddr,
-        fingerprint: Option<Fingerprint>,
-        label: Option<&str>,
-    ) {
-        let who = peer_identity(fingerprint, label).unwrap_or_else(|| "no identity".into());
-        self.line(&format!("connected to {peer} over {transport} ({who})"));
-    }
+/// The thread that writes what the chat shows.
+pub struct OutputThread {
+    tx: Sender<Item>,
+    queued: Arc<Queued>,
+}
 
-    fn sent(&mut self, _id: MessageId, _body: &[u8]) {
-        // The user already sees what they typed; the ack line confirms it.
-    }
-
-    fn ack(&mut self, id: MessageId, rtt: Duration) {
-        self.queue(&format!("✓ #{id} {}", format_rtt(rtt)));
-    }
-
-    fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
-        let what = reject_kind(code);
-        self.queue(&format!(
-            "✗ #{id} rejected: {what} ({})",
-            sanitize_line(reason)
-        ));
-    }
-
-    fn message(&mut self, id: MessageId, body: &Body) {
-        let text = sanitize(&body.contiguous());
-        // Continuation lines are indented under the header line.
-        let text = text.replace('\n', "\n    ");
-        self.queue(&format!("peer #{id}: {text}"));
-    }
-
-    fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
-        let code = match why.code() {
-            Some(c) => format!(" ({})", close_code::name(c)),
-            None => String::new(),
+impl OutputThread {
+    /// Waits for everything queued to be written, for as long as the
+    /// output keeps moving. Returns false once it has taken nothing for
+    /// `stall` (a stdout that nobody reads): the thread is left behind,
+    /// blocked in its write, and the process may exit regardless.
+    pub fn close(self, stall: Duration) -> bool {
+        let (done_tx, done) = sync_channel(1);
+        if self.tx.send(Item::Close(done_tx)).is_err() {
+            return true;
+        }
+        let moved = || {
+            (
+                self.queued.events.load(Ordering::Acquire),
+                self.queued.written.load(Ordering::Acquire),
+            )
         };
-        self.line(&format!(
-            "disconnected: {}{code}",
-            sanitize_line(&why.describe())
-        ));
-        if !unacked.is_empty() {
-            let ids: Vec<String> = unacked.iter().map(|id| format!("#{id}")).collect();
-            self.line(&format!("? not confirmed: {}", ids.join(" ")));
+        let (mut last, mut since) = (moved(), Instant::now());
+        loop {
+            match done.recv_timeout(Duration::from_millis(100)) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let now = moved();
+                    if now != last {
+                        (last, since) = (now, Instant::now());
+                    } else if since.elapsed() >= stall {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Output {
+    /// Starts a writer thread for the sink `make` returns; `make` gets a
+    /// [`Progress`] to wrap the sink's writer in.
+    pub fn spawn<S: Sink>(make: impl FnOnce(Progress) -> S) -> (Output, OutputThread) {
+        let (tx, rx) = channel();
+        let queued = Arc::new(Queued::default());
+        let counts = queued.clone();
+        let mut sink = make(Progress(queued.clone()));
+        // A thread of its own, not a tokio task: a blocked write must not
+        // hold up the runtime, and a thread stuck in one can be left behind
+        // when the process exits.
+        let spawned = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(move || write(&rx, &mut sink, &counts));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the output thread: {e}");
+        }
+        let out = Output {
+            route: Arc::new(Route::Thread {
+                tx: tx.clone(),
+                queued: queued.clone(),
+            }),
+            batch: Vec::new(),
+            skipped: Skipped::default(),
+        };
+        (out, OutputThread { tx, queued })
+    }
+
+    /// An output that calls `sink` on the flushing thread.
+    pub fn inline(sink: impl Sink) -> Output {
+        Output {
+            route: Arc::new(Route::Inline(Arc::new(Mutex::new(sink)))),
+            batch: Vec::new(),
+            skipped: Skipped::default(),
         }
     }
 
-    fn error(&mut self, message: &str) {
-        self.line(&format!("error: {message}"));
+    /// Queues `shown` until the next [`flush`](Self::flush).
+    pub fn show(&mut self, shown: Shown) {
+        self.batch.push(shown);
     }
 
-    fn info(&mut self, message: &str) {
-        self.line(message);
+    /// Queues `shown` and flushes.
+    pub fn show_now(&mut self, shown: Shown) {
+        self.show(shown);
+        self.flush();
     }
 
-    fn flush(&mut self) {
-        let _ = self.out.flush();
+    pub fn error(&mut self, message: impl Into<String>) {
+        self.show_now(Shown::Error(message.into()));
+    }
+
+    pub fn info(&mut self, message: impl Into<String>) {
+        self.show_now(Shown::Info(message.into()));
+    }
+
+    pub fn notice(&mut self, message: impl Into<String>) {
+        self.show_now(Shown::Notice(message.into()));
+    }
+
+    /// Hands the batch to the writer, skipping (and counting) what does not
+    /// fit in the queue. Never waits.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        match &*self.route {
+            Route::Inline(sink) => {
+                let mut sink = match sink.lock() {
+                    Ok(s) => s,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                for shown in batch {
+                    sink.show(shown);
+                }
+                sink.flush();
+            }
+            Route::Thread { tx, queued } => {
+                let mut events = queued.events.load(Ordering::Acquire);
+                let mut bytes = queued.bytes.load(Ordering::Acquire);
+                let (events_before, bytes_before) = (events, bytes);
+                let mut admitted = Vec::with_capacity(batch.len() + 1);
+                for shown in batch {
+                    let size = shown.held_bytes();
+                    let room = if shown.essential() {
+                        events < HARD_MAX_QUEUED_EVENTS
+                    } else {
+                        events < MAX_QUEUED_EVENTS
+                            && (bytes == 0 || bytes + size <= MAX_QUEUED_BYTES)
+                    };
+                    if !room {
+                        self.skipped.count(&shown);
+                        continue;
+                    }
+                    if let Some(note) = self.skipped.take() {
+                        admitted.push(note);
+                        events += 1;
+                    }
+                    admitted.push(shown);
+                    events += 1;
+                    bytes += size;
+                }
+                if admitted.is_empty() {
+                    return;
+                }
+                queued
+                    .events
+                    .fetch_add(events - events_before, Ordering::AcqRel);
+                queued
+                    .bytes
+                    .fetch_add(bytes - bytes_before, Ordering::AcqRel);
+                // The writer is gone only if its thread could not start:
+                // nothing more can be shown then.
+                let _ = tx.send(Item::Batch(admitted));
+            }
+        }
+    }
+
+    /// Flushes, with a last count of what was skipped, if anything was.
+    pub fn finish(&mut self) {
+        if let Some(note) = self.skipped.take() {
+            self.batch.push(note);
+        }
+        self.flush();
+    }
+}
+
+/// The writer thread: shows batches as they come, flushes the sink when
+/// nothing more is waiting, stops at `Close`.
+fn write(rx: &Receiver<Item>, sink: &mut impl Sink, queued: &Queued) {
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
+                Item::Batch(batch) => {
+                    for shown in batch {
+                        let size = shown.held_bytes();
+                        sink.show(shown);
+                        queued.events.fetch_sub(1, Ordering::AcqRel);
+                        queued.bytes.fetch_sub(size, Ordering::AcqRel);
+                    }
+                }
+                Item::Close(done) => {
+                    sink.flush();
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        sink.flush();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
-    fn json_lines(f: impl FnOnce(&mut JsonOutput<Vec<u8>>)) -> Vec<Value> {
-        let mut o = JsonOutput { out: Vec::new() };
-        f(&mut o);
-        String::from_utf8(o.out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    /// A sink that blocks until told to go on, like a stdout nobody reads.
+    struct Stuck {
+        gate: mpsc::Receiver<()>,
+        seen: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Sink for Stuck {
+        fn show(&mut self, shown: Shown) {
+            let _ = self.gate.recv();
+            let line = match shown {
+                Shown::Message { id, .. } => format!("message {id}"),
+                Shown::Skipped { events, messages } => format!("skipped {events} {messages}"),
+                Shown::Disconnected { .. } => "disconnected".into(),
+                other => format!("{other:?}"),
+            };
+            self.seen.lock().unwrap().push(line);
+        }
     }
 
     #[test]
-    fn message_events_carry_text_or_base64() {
-        let v = json_lines(|o| {
-            o.message(0, &Body::from("hé".as_bytes()));
-            o.message(1, &Body::from(&b"\xff\x00"[..]));
+    fn a_blocked_sink_never_blocks_the_chat_and_skips_are_counted() {
+        let (go, gate) = mpsc::channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (mut out, thread) = Output::spawn(|_| Stuck {
+            gate,
+            seen: seen.clone(),
         });
-        assert_eq!(
-            v[0],
-            json!({"event": "message", "id": 0, "bytes": 3, "text": "hé"})
-        );
-        assert_eq!(
-            v[1],
-            json!({"event": "message", "id": 1, "bytes": 2, "base64": "/wA="})
-        );
-    }
-
-    #[test]
-    fn per_message_events_have_their_fields_in_order() {
-        let mut o = JsonOutput { out: Vec::new() };
-        o.sent(3, b"abc");
-        o.ack(3, Duration::from_micros(1500));
-        o.rejected(4, 1, "too \"large\"");
-        o.message(5, &Body::from(&b"a\nb"[..]));
-        let text = String::from_utf8(o.out).unwrap();
-        assert_eq!(
-            text,
-            concat!(
-                r#"{"event":"sent","id":3,"bytes":3}"#,
-                "\n",
-                r#"{"event":"ack","id":3,"rtt_us":1500}"#,
-                "\n",
-                r#"{"event":"rejected","id":4,"code":1,"reason":"too \"large\""}"#,
-                "\n",
-                r#"{"event":"message","id":5,"bytes":3,"text":"a\nb"}"#,
-                "\n"
-            )
-        );
-    }
-
-    #[test]
-    fn disconnected_lists_unacked_and_code() {
-        let v = json_lines(|o| {
-            o.disconnected(
-                &Disconnect::Lost {
-                    reason: "connection lost (idle timeout)".into(),
-                },
-                &[3, 4],
-            );
-            o.disconnected(
-                &Disconnect::Peer {
-                    code: 1,
-                    reason: "busy".into(),
-                },
-                &[],
-            );
+        let started = std::time::Instant::now();
+        let n = MAX_QUEUED_EVENTS as u64 + 100;
+        for id in 0..n {
+            out.show(Shown::Message {
+                id,
+                body: Body::from(&b"x"[..]),
+            });
+            out.flush();
+        }
+        out.show_now(Shown::Disconnected {
+            why: Disconnect::Lost {
+                reason: "gone".into(),
+            },
+            unacked: vec![],
         });
-        assert_eq!(v[0]["code"], Value::Null);
-        assert_eq!(v[0]["unacked"], json!([3, 4]));
-        assert_eq!(v[1]["code"], json!(1));
-        assert_eq!(v[1]["reason"], json!("busy"));
-    }
-
-    #[test]
-    fn plain_output_escapes_peer_bytes() {
-        let mut o = PlainOutput { out: Vec::new() };
-        o.message(7, &Body::from(&b"hi\x1b]0;owned\x07\nsecond"[..]));
-        o.rejected(1, 1, "big\x1b[2J");
-        let s = String::from_utf8(o.out).unwrap();
-        assert!(!s.contains('\x1b'));
-        assert!(s.contains("peer #7: hi\\x1b]0;owned\\x07\n    second"));
+        // Never waited for the sink: all of it took far less than a second.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Let it all through; what did not fit is counted, then shown.
+        for _ in 0..(n + 10) {
+            let _ = go.send(());
+        }
+        out.finish();
+        assert!(thread.close(Duration::from_secs(10)));
+        let seen = seen.lock().unwrap();
+        let shown = seen.iter().filter(|l| l.starts_with("message")).count() as u64;
+        assert!(
+            seen.contains(&"disconnected".to_string()),
+            "{:?}",
+            &seen[seen.len() - 3..]
+        );
+        let skipped: u64 = seen
+            .iter()
+            .filter_map(|l| l.strip_prefix("skipped "))
+            .map(|l| l.split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert!(skipped > 0);
+        assert_eq!(shown + skipped, n, "every message shown or counted");
     }
 }

@@ -8,12 +8,13 @@
 //! built in, and its "external printer" prints lines above the prompt
 //! without disturbing it. Reedline blocks while reading, so it runs on its
 //! own thread; the chat talks to it through two channels: typed input comes
-//! out as [`UserInput`], screen lines go in through [`TerminalOutput`].
+//! out as [`UserInput`], screen lines go in through [`TerminalSink`], which
+//! the output thread drives; leaving (Ctrl-C, /quit) is signalled through
+//! [`Quit`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -27,13 +28,14 @@ use reedline::{
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::Quit;
+use super::input::UserInput;
+use super::output::{Shown, Sink};
+use super::plain::{format_rtt, peer_identity, refusal, reject_kind, skipped};
+use super::render::{sanitize, sanitize_line};
 use crate::protocol::body::Body;
 use crate::protocol::{MessageId, close_code};
 use crate::transport::Disconnect;
-use crate::trust::identity::Fingerprint;
-use crate::ui::input::UserInput;
-use crate::ui::output::{Output, format_rtt, peer_identity, reject_kind};
-use crate::ui::render::{sanitize, sanitize_line};
 
 /// Lines waiting to be printed above the prompt before writers wait.
 const PRINT_QUEUE: usize = 4096;
@@ -78,13 +80,6 @@ fn print(line: String) -> bool {
     }
 }
 
-/// Shows a status line above the prompt when the terminal front end is up
-/// (for events outside the open chat, such as a client turned away); a no-op
-/// otherwise, where the log line suffices.
-pub fn notice(text: &str) {
-    print(stamped(text));
-}
-
 /// Whether standard input and output are both terminals.
 pub fn is_interactive() -> bool {
     use std::io::IsTerminal;
@@ -102,14 +97,14 @@ fn use_colour() -> bool {
 ///
 /// Three parts: the editor thread (reedline blocks while reading); a
 /// forwarder thread that hands queued lines to the editor in batches; and
-/// [`TerminalOutput`], which queues lines. The hand-over is a rendezvous:
+/// [`TerminalSink`], which queues lines. The hand-over is a rendezvous:
 /// when the forwarder's send returns, the editor has taken the batch and
 /// prints it before it next looks at the stop signal. That is what lets
 /// [`finish`] stop the editor only after the last line is on the screen,
 /// and only while it is waiting for keys, never in the middle of asking the
 /// terminal where the cursor is (whose answer would otherwise be left for
 /// the shell to read).
-pub fn start(ctrl_d_quits: bool) -> (mpsc::Receiver<UserInput>, TerminalOutput) {
+pub fn start(ctrl_d_quits: bool, quit: Quit) -> (mpsc::Receiver<UserInput>, TerminalSink) {
     if let Err(e) = crate::ui::tty::enter() {
         tracing::warn!("cannot put the terminal in raw mode: {e}");
     }
@@ -130,12 +125,12 @@ pub fn start(ctrl_d_quits: bool) -> (mpsc::Receiver<UserInput>, TerminalOutput) 
     let (tx, rx) = mpsc::channel(64);
     let colour = use_colour();
     std::thread::spawn(move || {
-        edit(printer, stop, colour, ctrl_d_quits, &tx);
+        edit(printer, stop, colour, ctrl_d_quits, &tx, &quit);
         let _ = done_tx.send(());
     });
     (
         rx,
-        TerminalOutput {
+        TerminalSink {
             print: queue,
             colour,
             pending: HashMap::new(),
@@ -183,6 +178,7 @@ fn edit(
     colour: bool,
     ctrl_d_quits: bool,
     tx: &mpsc::Sender<UserInput>,
+    quit: &Quit,
 ) {
     let history = FileBackedHistory::new(1000).ok().map(|h| Box::new(h) as _);
     // Bracketed paste is left to the tty module, which keeps it on between
@@ -214,7 +210,7 @@ fn edit(
                 }
                 Command::Stats => UserInput::Stats,
                 Command::Quit => {
-                    interrupt();
+                    quit.trigger();
                     continue;
                 }
                 Command::Unknown(cmd) => {
@@ -233,7 +229,7 @@ fn edit(
                 if matches!(signal, Signal::CtrlD) && !ctrl_d_quits {
                     UserInput::End
                 } else {
-                    interrupt();
+                    quit.trigger();
                     continue;
                 }
             }
@@ -267,17 +263,6 @@ fn edit(
         if failed {
             return;
         }
-    }
-}
-
-/// Leaves: Ctrl-C, /quit, and Ctrl-D at a server. In raw mode Ctrl-C is a
-/// key, not a signal; this sends the process the SIGINT it would have been,
-/// which the session always listens for, ahead of everything else and even
-/// while it takes no input.
-fn interrupt() {
-    use rustix::process::{Signal, getpid, kill_process};
-    if let Err(e) = kill_process(getpid(), Signal::INT) {
-        tracing::warn!("cannot signal Ctrl-C to this process: {e}");
     }
 }
 
@@ -460,7 +445,7 @@ impl Drop for LogWriter {
 }
 
 /// Output for a person at a terminal: timestamped lines above the prompt.
-pub struct TerminalOutput {
+pub struct TerminalSink {
     print: SyncSender<Print>,
     colour: bool,
     /// Sent and not yet confirmed: id → a short preview, so that a
@@ -475,7 +460,7 @@ const BAD: &str = "\x1b[31m";
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
-impl TerminalOutput {
+impl TerminalSink {
     fn line(&mut self, style: &str, text: &str) {
         let line = if self.colour && !style.is_empty() {
             format!("{DIM}{}{RESET} {style}{text}{RESET}", clock())
@@ -489,7 +474,7 @@ impl TerminalOutput {
 
 /// Cuts text for display and says so. Only the start of a long body is
 /// looked at: no more is ever shown.
-fn shown(body: &Body) -> String {
+fn cut(body: &Body) -> String {
     let head = body.prefix(MAX_SHOWN_CHARS * 4);
     let text = sanitize(&head);
     let rows = crossterm::terminal::size().map_or(24, |(_, r)| r as usize);
@@ -524,57 +509,78 @@ fn preview(body: &[u8]) -> String {
     p
 }
 
-impl Output for TerminalOutput {
-    fn listening(&mut self, transport: &str, addr: SocketAddr, fingerprint: Fingerprint) {
-        self.line("", &format!("listening on {addr} ({transport})"));
-        self.line("", &format!("server fingerprint: {fingerprint}"));
-        self.line("", "waiting for a client… (/help for commands)");
-    }
-
-    fn connected(
-        &mut self,
-        transport: &str,
-        peer: SocketAddr,
-        fingerprint: Option<Fingerprint>,
-        label: Option<&str>,
-    ) {
-        let who = peer_identity(fingerprint, label).map_or(String::new(), |w| format!(" ({w})"));
-        self.line(
-            GOOD,
-            &format!("connected with {peer} over {transport}{who}"),
-        );
-    }
-
-    fn sent(&mut self, id: MessageId, body: &[u8]) {
-        self.pending.insert(id, preview(body));
-    }
-
-    fn ack(&mut self, id: MessageId, rtt: Duration) {
-        let what = self.pending.remove(&id).unwrap_or_default();
-        self.line(DIM, &format!("✓ {}  #{id} {what}", format_rtt(rtt)));
-    }
-
-    fn rejected(&mut self, id: MessageId, code: u64, reason: &str) {
-        let what = self.pending.remove(&id).unwrap_or_default();
-        let kind = reject_kind(code);
-        self.line(
-            BAD,
-            &format!(
-                "✗ rejected: {kind} ({})  #{id} {what}",
-                sanitize_line(reason)
-            ),
-        );
-    }
-
-    fn message(&mut self, id: MessageId, body: &Body) {
-        let text = shown(body);
-        if self.colour {
-            self.line(PEER, &format!("peer: {text}{DIM}  #{id}"));
-        } else {
-            self.line("", &format!("peer: {text}  #{id}"));
+impl Sink for TerminalSink {
+    fn show(&mut self, shown: Shown) {
+        match shown {
+            Shown::Listening {
+                transport,
+                addr,
+                fingerprint,
+            } => {
+                self.line("", &format!("listening on {addr} ({transport})"));
+                self.line("", &format!("server fingerprint: {fingerprint}"));
+                self.line("", "waiting for a client… (/help for commands)");
+            }
+            Shown::Connected {
+                transport,
+                peer,
+                fingerprint,
+                label,
+            } => {
+                let who = peer_identity(fingerprint, label.as_deref())
+                    .map_or(String::new(), |w| format!(" ({w})"));
+                self.line(
+                    GOOD,
+                    &format!("connected with {peer} over {transport}{who}"),
+                );
+            }
+            Shown::Refused {
+                peer,
+                fingerprint,
+                code,
+                ..
+            } => {
+                let who = fingerprint.map_or("no certificate".into(), |f| f.to_string());
+                self.line(
+                    "",
+                    &format!("turned away {peer} ({who}): {}", refusal(code)),
+                );
+            }
+            Shown::Sent { id, body } => {
+                self.pending.insert(id, preview(&body));
+            }
+            Shown::Ack { id, rtt } => {
+                let what = self.pending.remove(&id).unwrap_or_default();
+                self.line(DIM, &format!("✓ {}  #{id} {what}", format_rtt(rtt)));
+            }
+            Shown::Rejected { id, code, reason } => {
+                let what = self.pending.remove(&id).unwrap_or_default();
+                let kind = reject_kind(code);
+                self.line(
+                    BAD,
+                    &format!(
+                        "✗ rejected: {kind} ({})  #{id} {what}",
+                        sanitize_line(&reason)
+                    ),
+                );
+            }
+            Shown::Message { id, body } => {
+                let text = cut(&body);
+                if self.colour {
+                    self.line(PEER, &format!("peer: {text}{DIM}  #{id}"));
+                } else {
+                    self.line("", &format!("peer: {text}  #{id}"));
+                }
+            }
+            Shown::Disconnected { why, unacked } => self.disconnected(&why, &unacked),
+            Shown::Error(message) => self.line(BAD, &message),
+            Shown::Info(message) | Shown::Notice(message) => self.line("", &message),
+            Shown::Skipped { events, messages } => self.line(BAD, &skipped(events, messages)),
         }
     }
+}
 
+impl TerminalSink {
     fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
         let code = why
             .code()
@@ -594,18 +600,6 @@ impl Output for TerminalOutput {
             self.line(BAD, &format!("? not confirmed  #{id} {what}"));
         }
         self.pending.clear();
-    }
-
-    fn error(&mut self, message: &str) {
-        self.line(BAD, message);
-    }
-
-    fn notice(&mut self, message: &str) {
-        self.line("", message);
-    }
-
-    fn info(&mut self, message: &str) {
-        self.line("", message);
     }
 }
 
@@ -634,10 +628,10 @@ mod tests {
     #[test]
     fn long_messages_are_cut_with_a_note() {
         let body = "line\n".repeat(500);
-        let s = shown(&Body::from(bytes::Bytes::from(body)));
+        let s = cut(&Body::from(bytes::Bytes::from(body)));
         assert!(s.contains("2500 bytes, shown truncated"));
         assert!(s.lines().count() < 100);
-        let short = shown(&Body::from(&b"a\nb"[..]));
+        let short = cut(&Body::from(&b"a\nb"[..]));
         assert_eq!(short, "a\n         b");
     }
 }

@@ -1,0 +1,151 @@
+//! The server's side of both transports behind one interface: bind, accept
+//! the next connection whose handshake is done, shut down.
+//!
+//! Each transport's acceptor runs handshakes in tasks of their own and
+//! hands finished ones to one channel, so the server sees a single stream
+//! of [`Handshaken`] connections whatever carries them; a listener on both
+//! transports at once is two acceptors feeding the same channel.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Limits, Link, PeerInfo, Tasks, TransportKind, quic, tcp};
+use crate::trust::identity::{Fingerprint, Identity};
+
+/// How long a client has to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Finished handshakes waiting for the server to decide about them.
+const ACCEPT_QUEUE: usize = 16;
+
+/// Why a listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(transparent)]
+    Quic(#[from] quic::QuicSetupError),
+    #[error(transparent)]
+    Tcp(#[from] tcp::TcpSetupError),
+    #[error("cannot read the bound address: {0}")]
+    LocalAddr(std::io::Error),
+}
+
+/// A connection whose handshake is done but which is not yet in a chat: the
+/// server decides whether to admit it ([`start`](Self::start)) or turn it
+/// away ([`refuse`](Self::refuse)).
+pub enum Handshaken {
+    Quic(quic::Handshaken),
+    /// Boxed: it holds its TLS stream inline.
+    Tcp(Box<tcp::Handshaken>),
+}
+
+impl Handshaken {
+    pub fn peer(&self) -> &PeerInfo {
+        match self {
+            Handshaken::Quic(h) => h.peer(),
+            Handshaken::Tcp(h) => h.peer(),
+        }
+    }
+
+    /// Admits the peer: the chat/1 connection starts.
+    pub async fn start(self, limits: Limits) -> Link {
+        match self {
+            Handshaken::Quic(h) => Link::Quic(h.start(limits).await),
+            Handshaken::Tcp(h) => Link::Tcp(Box::new(h.start(limits))),
+        }
+    }
+
+    /// Turns the peer away with a close code and reason phrase.
+    pub async fn refuse(self, code: u64, reason: &str) {
+        match self {
+            Handshaken::Quic(h) => h.refuse(code, reason),
+            Handshaken::Tcp(h) => h.refuse(code, reason).await,
+        }
+    }
+}
+
+/// One transport's listening socket.
+enum Endpoint {
+    Quic(quic::Listener),
+    Tcp(tcp::Listener),
+}
+
+/// A server's listening sockets and the handshakes they finished.
+pub struct Listener {
+    endpoints: Vec<Endpoint>,
+    addr: SocketAddr,
+    transport: TransportKind,
+    fingerprint: Fingerprint,
+    incoming: mpsc::Receiver<Handshaken>,
+    /// Kept so that the acceptors stop when the listener goes.
+    _acceptors: Tasks,
+}
+
+impl Listener {
+    /// Listens on `addr` over `transport`.
+    pub async fn bind(
+        transport: TransportKind,
+        addr: SocketAddr,
+        identity: &Identity,
+        limits: &Limits,
+    ) -> Result<Listener, BindError> {
+        let (tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
+        let (endpoint, acceptor) = match transport {
+            TransportKind::Quic => {
+                let l = quic::Listener::bind(addr, identity, limits, HANDSHAKE_TIMEOUT)?;
+                let acceptor = l.spawn_acceptor(tx);
+                (Endpoint::Quic(l), acceptor)
+            }
+            TransportKind::Tcp => {
+                let l = tcp::Listener::bind(addr, identity, HANDSHAKE_TIMEOUT).await?;
+                let acceptor = l.spawn_acceptor(tx);
+                (Endpoint::Tcp(l), acceptor)
+            }
+        };
+        let addr = match &endpoint {
+            Endpoint::Quic(l) => l.local_addr(),
+            Endpoint::Tcp(l) => l.local_addr(),
+        }
+        .map_err(BindError::LocalAddr)?;
+        Ok(Listener {
+            endpoints: vec![endpoint],
+            addr,
+            transport,
+            fingerprint: identity.fingerprint(),
+            incoming,
+            _acceptors: Tasks(vec![acceptor]),
+        })
+    }
+
+    /// The address it listens on (with the port chosen, for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.transport
+    }
+
+    /// The fingerprint of the identity it presents.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The next connection whose handshake is done; `None` once the
+    /// acceptors have stopped.
+    pub async fn accept(&mut self) -> Option<Handshaken> {
+        self.incoming.recv().await
+    }
+
+    /// Stops accepting, closes every QUIC connection with GOING_AWAY and
+    /// gives the CONNECTION_CLOSE frames a moment to leave.
+    pub async fn shutdown(self) {
+        drop(self._acceptors);
+        for endpoint in &self.endpoints {
+            if let Endpoint::Quic(l) = endpoint {
+                l.shutdown().await;
+            }
+        }
+    }
+}

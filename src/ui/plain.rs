@@ -1,0 +1,167 @@
+//! Plain lines for a person or a pipe, when stdin is not a terminal and
+//! `--json` is off (`peer #0: text`, `✓ #0 0.31 ms`). Everything from the
+//! peer is escaped.
+
+use std::io::Write;
+use std::time::Duration;
+
+use super::output::{Shown, Sink};
+use super::render::{sanitize, sanitize_line};
+use crate::protocol::{close_code, reject_code};
+use crate::trust::identity::Fingerprint;
+
+/// Plain lines.
+pub struct PlainSink<W> {
+    pub out: W,
+}
+
+/// Who the peer is, for people: its allow-list label (escaped) and
+/// fingerprint, or `identity` and the fingerprint; `None` without one.
+pub fn peer_identity(fingerprint: Option<Fingerprint>, label: Option<&str>) -> Option<String> {
+    let fp = fingerprint?;
+    Some(match label {
+        Some(label) => format!("{} {fp}", sanitize_line(label)),
+        None => format!("identity {fp}"),
+    })
+}
+
+/// A REJECT code in words, for people.
+pub fn reject_kind(code: u64) -> &'static str {
+    match code {
+        reject_code::TOO_LARGE => "too large",
+        reject_code::REFUSED => "refused",
+        _ => "rejected",
+    }
+}
+
+/// Why a client was turned away, for people.
+pub fn refusal(code: u64) -> &'static str {
+    match code {
+        close_code::BUSY => "busy",
+        close_code::UNAUTHORIZED => "not on the allow list",
+        _ => "refused",
+    }
+}
+
+/// What could not be shown, for people.
+pub fn skipped(events: u64, messages: u64) -> String {
+    format!(
+        "… {events} event(s) not shown, {messages} of them message(s) from the peer: \
+         the output could not keep up"
+    )
+}
+
+pub fn format_rtt(rtt: Duration) -> String {
+    let ms = rtt.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+impl<W: Write + Send> PlainSink<W> {
+    fn line(&mut self, s: &str) {
+        // A closed stdout is not worth crashing over.
+        let _ = writeln!(self.out, "{s}");
+    }
+}
+
+impl<W: Write + Send + 'static> Sink for PlainSink<W> {
+    fn show(&mut self, shown: Shown) {
+        match shown {
+            Shown::Listening {
+                transport,
+                addr,
+                fingerprint,
+            } => {
+                self.line(&format!("listening on {addr} ({transport})"));
+                self.line(&format!("server fingerprint: {fingerprint}"));
+                self.line(&format!(
+                    "clients connect with: chat --mode client --transport {transport} --addr HOST:{} --fingerprint {fingerprint}",
+                    addr.port()
+                ));
+                self.line("waiting for a client…");
+            }
+            Shown::Connected {
+                transport,
+                peer,
+                fingerprint,
+                label,
+            } => {
+                let who = peer_identity(fingerprint, label.as_deref())
+                    .unwrap_or_else(|| "no identity".into());
+                self.line(&format!("connected to {peer} over {transport} ({who})"));
+            }
+            Shown::Refused {
+                peer,
+                fingerprint,
+                code,
+                ..
+            } => {
+                let who = fingerprint.map_or("no certificate".into(), |f| f.to_string());
+                self.line(&format!("turned away {peer} ({who}): {}", refusal(code)));
+            }
+            // The user already sees what they typed; the ack line confirms it.
+            Shown::Sent { .. } => {}
+            Shown::Ack { id, rtt } => self.line(&format!("✓ #{id} {}", format_rtt(rtt))),
+            Shown::Rejected { id, code, reason } => self.line(&format!(
+                "✗ #{id} rejected: {} ({})",
+                reject_kind(code),
+                sanitize_line(&reason)
+            )),
+            Shown::Message { id, body } => {
+                let text = sanitize(&body.contiguous());
+                // Continuation lines are indented under the header line.
+                let text = text.replace('\n', "\n    ");
+                self.line(&format!("peer #{id}: {text}"));
+            }
+            Shown::Disconnected { why, unacked } => {
+                let code = match why.code() {
+                    Some(c) => format!(" ({})", close_code::name(c)),
+                    None => String::new(),
+                };
+                self.line(&format!(
+                    "disconnected: {}{code}",
+                    sanitize_line(&why.describe())
+                ));
+                if !unacked.is_empty() {
+                    let ids: Vec<String> = unacked.iter().map(|id| format!("#{id}")).collect();
+                    self.line(&format!("? not confirmed: {}", ids.join(" ")));
+                }
+            }
+            Shown::Error(message) => self.line(&format!("error: {message}")),
+            Shown::Info(message) => self.line(&message),
+            Shown::Skipped { events, messages } => self.line(&skipped(events, messages)),
+            // Plain output to a pipe keeps its lines as they were.
+            Shown::Notice(_) => {}
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Body;
+
+    #[test]
+    fn plain_output_escapes_peer_bytes() {
+        let mut o = PlainSink { out: Vec::new() };
+        o.show(Shown::Message {
+            id: 7,
+            body: Body::from(&b"hi\x1b]0;owned\x07\nsecond"[..]),
+        });
+        o.show(Shown::Rejected {
+            id: 1,
+            code: 1,
+            reason: "big\x1b[2J".into(),
+        });
+        let s = String::from_utf8(o.out).unwrap();
+        assert!(!s.contains('\x1b'));
+        assert!(s.contains("peer #7: hi\\x1b]0;owned\\x07\n    second"));
+    }
+}
