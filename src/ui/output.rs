@@ -370,6 +370,12 @@ impl Output {
                             && (bytes == 0 || bytes + size <= MAX_QUEUED_BYTES)
                     };
                     if !room {
+                        if self.skipped.events == 0 {
+                            tracing::warn!(
+                                "the output is not keeping up: events are skipped, counted, \
+                                 and reported once it takes more"
+                            );
+                        }
                         self.skipped.count(&shown);
                         continue;
                     }
