@@ -377,6 +377,23 @@ mod tests {
         screen: Arc<Mutex<Vec<String>>>,
     }
 
+    impl Harness {
+        async fn run(&mut self, role: Role, ack_wait: Duration) -> Outcome {
+            run(
+                &mut self.transport,
+                &mut self.io,
+                &mut self.quit,
+                role,
+                ack_wait,
+            )
+            .await
+        }
+
+        fn screen_has(&self, line: &str) -> bool {
+            self.screen.lock().unwrap().iter().any(|l| l == line)
+        }
+    }
+
     fn harness() -> Harness {
         let (peer, events) = mpsc::unbounded_channel();
         let (user, input) = mpsc::channel(16);
@@ -431,14 +448,7 @@ mod tests {
             }))
             .unwrap();
         });
-        let out = run(
-            &mut h.transport,
-            &mut h.io,
-            &mut h.quit,
-            Role::Server,
-            Duration::from_secs(5),
-        )
-        .await;
+        let out = h.run(Role::Server, Duration::from_secs(5)).await;
         task.await.unwrap();
         assert_eq!(out.unacked, vec![0, 2]);
         let wire = h.wire.lock().unwrap().clone();
@@ -467,14 +477,7 @@ mod tests {
             }
             peer.send(Event::Ack { id: 0 }).unwrap();
         });
-        let out = run(
-            &mut h.transport,
-            &mut h.io,
-            &mut h.quit,
-            Role::Client,
-            Duration::from_secs(5),
-        )
-        .await;
+        let out = h.run(Role::Client, Duration::from_secs(5)).await;
         assert!(out.unacked.is_empty());
         assert!(out.disconnect.is_normal());
         assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 0");
@@ -566,14 +569,7 @@ mod tests {
         let mut h = harness();
         h.user.send(msg("x")).await.unwrap();
         h.user.send(UserInput::End).await.unwrap();
-        let out = run(
-            &mut h.transport,
-            &mut h.io,
-            &mut h.quit,
-            Role::Client,
-            Duration::from_secs(3),
-        )
-        .await;
+        let out = h.run(Role::Client, Duration::from_secs(3)).await;
         assert_eq!(out.unacked, vec![0]);
         assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 0");
     }
@@ -600,21 +596,9 @@ mod tests {
             }))
             .unwrap();
         });
-        let out = run(
-            &mut h.transport,
-            &mut h.io,
-            &mut h.quit,
-            Role::Server,
-            Duration::from_secs(5),
-        )
-        .await;
+        let out = h.run(Role::Server, Duration::from_secs(5)).await;
         assert!(out.disconnect.is_normal());
-        assert!(
-            h.screen
-                .lock()
-                .unwrap()
-                .contains(&"message 0 still here".to_string())
-        );
+        assert!(h.screen_has("message 0 still here"));
     }
 
     #[tokio::test]
@@ -622,14 +606,7 @@ mod tests {
         for (role, code) in [(Role::Server, "close 4"), (Role::Client, "close 0")] {
             let mut h = harness();
             h.quit.trigger();
-            run(
-                &mut h.transport,
-                &mut h.io,
-                &mut h.quit,
-                role,
-                Duration::from_secs(5),
-            )
-            .await;
+            h.run(role, Duration::from_secs(5)).await;
             assert_eq!(h.wire.lock().unwrap().last().unwrap(), code);
         }
     }
@@ -656,20 +633,8 @@ mod tests {
             }))
             .unwrap();
         });
-        let out = run(
-            &mut h.transport,
-            &mut h.io,
-            &mut h.quit,
-            Role::Server,
-            Duration::from_secs(5),
-        )
-        .await;
+        let out = h.run(Role::Server, Duration::from_secs(5)).await;
         assert!(out.unacked.is_empty());
-        assert!(
-            h.screen
-                .lock()
-                .unwrap()
-                .contains(&"rejected 0 1".to_string())
-        );
+        assert!(h.screen_has("rejected 0 1"));
     }
 }
