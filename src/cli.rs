@@ -61,15 +61,39 @@ pub enum Mode {
     Client,
 }
 
+/// `--transport`: which transports to use (CLI.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportChoice {
+    /// Server: QUIC and TCP on the same port at once; client: QUIC first,
+    /// TCP too if QUIC does not answer quickly (docs/protocol.md §11).
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TLS over TCP only.
+    Tcp,
+}
+
+impl TransportChoice {
+    /// The transports it allows, QUIC first.
+    pub fn kinds(self) -> Vec<TransportKind> {
+        match self {
+            TransportChoice::Auto => vec![TransportKind::Quic, TransportKind::Tcp],
+            TransportChoice::Quic => vec![TransportKind::Quic],
+            TransportChoice::Tcp => vec![TransportKind::Tcp],
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ChatArgs {
     /// Run as the server (waits for one client) or the client.
     #[arg(long, env = "MODE", value_enum, ignore_case = true, global = true)]
     pub mode: Option<Mode>,
 
-    /// QUIC, or TLS over TCP for networks that block UDP.
-    #[arg(long, value_enum, default_value_t = TransportKind::Quic, ignore_case = true)]
-    pub transport: TransportKind,
+    /// QUIC, TLS over TCP for networks that block UDP, or both (server:
+    /// listen on both; client: QUIC first, falling back to TCP by itself).
+    #[arg(long, value_enum, default_value_t = TransportChoice::Auto, ignore_case = true)]
+    pub transport: TransportChoice,
 
     /// Client: server to connect to, HOST or HOST:PORT or [IPv6]:PORT.
     #[arg(

@@ -127,7 +127,14 @@ async fn serve(args: &chat::cli::ChatArgs, limits: Limits, quit: Quit) -> Result
     let identity = server::identity(args.cert.as_deref(), args.key.as_deref(), &home)?;
     let allow = AllowList::new(args.allow.clone(), args.allow_file.clone());
     allow.validate()?;
-    let listener = server::bind(args.transport, args.bind, args.port, &identity, &limits).await?;
+    let listener = server::bind(
+        &args.transport.kinds(),
+        args.bind,
+        args.port,
+        &identity,
+        &limits,
+    )
+    .await?;
     let (io, output) = ui::stdio(args.json, true, &quit);
     server::run(listener, server::Config { limits, allow }, io, quit).await;
     if !output.close(OUTPUT_STALL) {

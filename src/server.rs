@@ -8,26 +8,43 @@
 //! Handshakes run in their own tasks (inside the listener); a doorman task
 //! decides, for each finished handshake, whether the peer is admitted or
 //! refused, so a refusal never waits on the open chat and the open chat
-//! never waits on a refusal.
+//! never waits on a refusal. On chat/2 a connection becomes a client only
+//! with its HELLO (docs/protocol.md §9.3): each waits for it in a task of
+//! its own, and one that goes away before it (a client's race loser) is
+//! never reported; BUSY is decided when HELLO arrives. A chat/1 connection
+//! counts as a HELLO at the end of its handshake.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, Result};
-use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use std::time::Duration;
 
-use crate::protocol::close_code;
+use anyhow::{Context, Result};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::protocol::codec::{TOKEN_LEN, Token, Version};
+use crate::protocol::{Frame, close_code};
 use crate::session::{Role, Session};
-use crate::transport::{Handshaken, Limits, Listener, Transport, TransportKind};
+use crate::transport::{
+    Event, Handshaken, Limits, Link, Listener, PeerInfo, Transport, TransportKind,
+    agreed_idle_timeout, millis,
+};
 use crate::trust::allow::{AllowList, Verdict};
 use crate::trust::identity::Identity;
 use crate::ui::input::UserInput;
 use crate::ui::output::{Output, Shown};
 use crate::ui::render::sanitize_line;
 use crate::ui::{Quit, UserIo};
+
+/// How long a chat/2 connection has to send HELLO (docs/protocol.md §9.3).
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// chat/2 connections waiting for their HELLO at once; more are closed at
+/// once (each holds a connection and a task for up to [`HELLO_DEADLINE`]).
+const MAX_AWAITING_HELLO: usize = 64;
 
 /// How the server treats its clients.
 #[derive(Debug, Clone)]
@@ -40,12 +57,12 @@ pub struct Config {
 /// other clients turned away while it is open.
 pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdown: Quit) {
     io.out.show_now(Shown::Listening {
-        transport: listener.transport(),
+        transports: listener.transports().to_vec(),
         addr: listener.local_addr(),
         fingerprint: listener.fingerprint(),
     });
     let busy = Arc::new(AtomicBool::new(false));
-    let (admit_tx, mut admitted) = mpsc::channel(1);
+    let (admit_tx, mut admitted) = mpsc::channel::<Admitted>(1);
     let (stop, stopped) = oneshot::channel();
     let doorman = tokio::spawn(doorman(
         listener,
@@ -54,6 +71,7 @@ pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdow
             busy: busy.clone(),
             allow: config.allow.clone(),
             out: io.out.clone(),
+            limits: config.limits.clone(),
         },
         stopped,
     ));
@@ -61,8 +79,8 @@ pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdow
         tokio::select! {
             biased;
             () = shutdown.wait() => break,
-            Some((conn, label)) = admitted.recv() => {
-                let quit = serve(conn, label, &config.limits, &mut io, &mut shutdown).await;
+            Some(client) = admitted.recv() => {
+                let quit = serve(client, &mut io, &mut shutdown).await;
                 busy.store(false, Ordering::Release);
                 if quit || shutdown.is_triggered() {
                     break;
@@ -85,25 +103,35 @@ pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdow
     io.out.finish();
 }
 
+/// A client the doorman admitted: its connection is started, and on
+/// chat/2 WELCOME is on its way.
+struct Admitted {
+    link: Link,
+    peer: PeerInfo,
+    /// The allow list's name for it.
+    label: Option<String>,
+    /// The idle timeout agreed with it.
+    idle_timeout: Duration,
+}
+
 /// One chat with an admitted client. Returns whether the user asked to
 /// leave.
-async fn serve(
-    conn: Handshaken,
-    label: Option<String>,
-    limits: &Limits,
-    io: &mut UserIo,
-    shutdown: &mut Quit,
-) -> bool {
-    let peer = conn.peer().clone();
+async fn serve(client: Admitted, io: &mut UserIo, shutdown: &mut Quit) -> bool {
+    let Admitted {
+        mut link,
+        peer,
+        label,
+        idle_timeout,
+    } = client;
     info!(peer = %peer.addr, "client connected");
     io.out.show_now(Shown::Connected {
         transport: peer.transport,
         peer: peer.addr,
         fingerprint: peer.fingerprint,
         label,
+        fallback: None,
     });
-    let mut link = conn.start(limits.clone()).await;
-    let mut session = Session::new(Role::Server, limits.idle_timeout);
+    let mut session = Session::new(Role::Server, idle_timeout);
     let outcome = session.run(&mut link, io, shutdown).await;
     // The last bytes of this connection (a CLOSE, the linger) finish in
     // the background while the next client is served.
@@ -118,68 +146,233 @@ async fn serve(
 
 /// What the doorman needs besides the listener.
 struct Doorman {
-    admit: mpsc::Sender<(Handshaken, Option<String>)>,
+    admit: mpsc::Sender<Admitted>,
     busy: Arc<AtomicBool>,
     allow: AllowList,
     /// Its own handle on the output, for the clients it turns away.
     out: Output,
+    limits: Limits,
+}
+
+/// A chat/2 connection whose HELLO has come.
+struct Greeted {
+    link: Link,
+    peer: PeerInfo,
+    label: Option<String>,
+    idle_timeout_ms: u64,
 }
 
 /// Decides about each handshaken peer until told to stop, then hands the
 /// listener back: refused as UNAUTHORIZED when an allow list is set and it
-/// is not on it (checked first, so an outsider learns nothing about whether
-/// a chat is open), refused as BUSY while a chat is open, admitted
-/// otherwise. Refusals run in their own tasks: a slow peer cannot hold up
-/// the next decision.
+/// is not on it (checked at the handshake, and before anything else, so an
+/// outsider learns nothing about whether a chat is open), refused as BUSY
+/// while a chat is open, admitted otherwise. Refusals run in their own
+/// tasks: a slow peer cannot hold up the next decision.
 async fn doorman(
     mut listener: Listener,
     mut d: Doorman,
     mut stop: oneshot::Receiver<()>,
 ) -> Listener {
+    let (greeted_tx, mut greeted) = mpsc::channel(MAX_AWAITING_HELLO);
+    let awaiting = Arc::new(Semaphore::new(MAX_AWAITING_HELLO));
     loop {
-        let conn = tokio::select! {
+        tokio::select! {
             _ = &mut stop => return listener,
-            conn = listener.accept() => match conn {
-                Some(conn) => conn,
-                None => return listener,
-            },
-        };
-        let peer = conn.peer().clone();
-        let who = peer
-            .fingerprint
-            .map_or("no certificate".to_string(), |f| f.to_string());
-        let refused = |code| Shown::Refused {
-            transport: peer.transport,
-            peer: peer.addr,
-            fingerprint: peer.fingerprint,
-            code,
-        };
-        let label = match d.allow.check(peer.fingerprint) {
-            Verdict::Open => None,
-            Verdict::Allowed { label } => label,
-            Verdict::Denied => {
-                warn!(peer = %peer.addr, identity = %who, "refusing a client not on the allow list");
-                d.out.show_now(refused(close_code::UNAUTHORIZED));
-                let reason = format!("not on the server's allow list; your identity is {who}");
-                tokio::spawn(async move { conn.refuse(close_code::UNAUTHORIZED, &reason).await });
-                continue;
+            conn = listener.accept() => {
+                let Some(conn) = conn else { return listener };
+                let Some((conn, label)) = d.check_allowed(conn) else { continue };
+                if conn.peer().version == Version::V1 {
+                    // A chat/1 connection is a client from its handshake on.
+                    let peer = conn.peer().clone();
+                    if d.is_busy(&peer) {
+                        tokio::spawn(RefuseLater::Handshaken(conn).busy());
+                        continue;
+                    }
+                    let link = conn.start(d.limits.clone()).await;
+                    let idle_timeout = d.limits.idle_timeout;
+                    if !d.admit(Admitted { link, peer, label, idle_timeout }).await {
+                        return listener;
+                    }
+                    continue;
+                }
+                match awaiting.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let (limits, tx) = (d.limits.clone(), greeted_tx.clone());
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            await_hello(conn, label, limits, tx).await;
+                        });
+                    }
+                    Err(_) => {
+                        warn!(peer = %conn.peer().addr, "too many connections waiting for HELLO; closing one");
+                        tokio::spawn(conn.refuse(close_code::BUSY, "the server is busy"));
+                    }
+                }
             }
-        };
-        if d.busy.swap(true, Ordering::AcqRel) {
-            info!(peer = %peer.addr, identity = %who, "refusing a client: busy in another chat");
-            d.out.show_now(refused(close_code::BUSY));
-            tokio::spawn(conn.refuse(close_code::BUSY, "the server is busy in another chat"));
-        } else if d.admit.send((conn, label)).await.is_err() {
-            return listener;
+            Some(g) = greeted.recv() => {
+                let Greeted { mut link, peer, label, idle_timeout_ms } = g;
+                if d.is_busy(&peer) {
+                    tokio::spawn(RefuseLater::Link(Box::new(link)).busy());
+                    continue;
+                }
+                let idle_timeout = agreed_idle_timeout(d.limits.idle_timeout, idle_timeout_ms);
+                link.set_idle_timeout(idle_timeout);
+                link.send_control(Frame::Welcome {
+                    token: new_token(),
+                    // Chats are not held after a lost connection (yet).
+                    resume_window_ms: 0,
+                    resumed: false,
+                    idle_timeout_ms: millis(d.limits.idle_timeout),
+                });
+                link.flush();
+                if !d.admit(Admitted { link, peer, label, idle_timeout }).await {
+                    return listener;
+                }
+            }
         }
     }
 }
 
-/// Binds a listener for `transport` on `bind` (or, without one, on all
+/// A connection to turn away, in whatever state it is.
+enum RefuseLater {
+    Handshaken(Handshaken),
+    Link(Box<Link>),
+}
+
+impl RefuseLater {
+    async fn busy(self) {
+        self.refuse(close_code::BUSY, "the server is busy in another chat")
+            .await;
+    }
+
+    async fn refuse(self, code: u64, reason: &str) {
+        match self {
+            RefuseLater::Handshaken(conn) => conn.refuse(code, reason).await,
+            RefuseLater::Link(mut link) => {
+                link.close(code, reason).await;
+                link.finish().await;
+            }
+        }
+    }
+}
+
+impl Doorman {
+    /// The allow list's verdict: `None` (and the peer refused as
+    /// UNAUTHORIZED) if it is not welcome, else its label.
+    #[allow(clippy::type_complexity)]
+    fn check_allowed(&mut self, conn: Handshaken) -> Option<(Handshaken, Option<String>)> {
+        let peer = conn.peer().clone();
+        match self.allow.check(peer.fingerprint) {
+            Verdict::Open => Some((conn, None)),
+            Verdict::Allowed { label } => Some((conn, label)),
+            Verdict::Denied => {
+                let who = who(&peer);
+                warn!(peer = %peer.addr, identity = %who, "refusing a client not on the allow list");
+                self.out.show_now(refused(&peer, close_code::UNAUTHORIZED));
+                let reason = format!("not on the server's allow list; your identity is {who}");
+                tokio::spawn(async move { conn.refuse(close_code::UNAUTHORIZED, &reason).await });
+                None
+            }
+        }
+    }
+
+    /// Whether a chat is open (the caller turns the peer away as BUSY, and
+    /// it is reported here); if not, the server is busy from now on (the
+    /// caller admits the peer).
+    fn is_busy(&mut self, peer: &PeerInfo) -> bool {
+        if !self.busy.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        info!(peer = %peer.addr, identity = %who(peer), "refusing a client: busy in another chat");
+        self.out.show_now(refused(peer, close_code::BUSY));
+        true
+    }
+
+    /// Hands an admitted client to the server loop; false once it is gone.
+    async fn admit(&mut self, client: Admitted) -> bool {
+        self.admit.send(client).await.is_ok()
+    }
+}
+
+/// Waits for a chat/2 connection's HELLO and passes it on. A connection
+/// that closes first was never a client (a client's race loser, say) and
+/// is not reported; one that sends nothing is closed after
+/// [`HELLO_DEADLINE`] with PROTOCOL_ERROR.
+async fn await_hello(
+    conn: Handshaken,
+    label: Option<String>,
+    limits: Limits,
+    greeted: mpsc::Sender<Greeted>,
+) {
+    let peer = conn.peer().clone();
+    let mut link = conn.start(limits).await;
+    match tokio::time::timeout(HELLO_DEADLINE, link.next_event()).await {
+        Ok(Event::Hello {
+            idle_timeout_ms, ..
+        }) => {
+            let g = Greeted {
+                link,
+                peer,
+                label,
+                idle_timeout_ms,
+            };
+            if let Err(mpsc::error::SendError(g)) = greeted.send(g).await {
+                g.link.finish().await;
+            }
+        }
+        Ok(Event::Closed(why)) => {
+            debug!(peer = %peer.addr, "connection closed before HELLO: not a client ({})", sanitize_line(&why.describe()));
+            link.finish().await;
+        }
+        Ok(_) => {
+            // The transport lets nothing else come first; be safe anyway.
+            link.close(close_code::PROTOCOL_ERROR, "HELLO must come first")
+                .await;
+            link.finish().await;
+        }
+        Err(_) => {
+            warn!(peer = %peer.addr, "protocol error: no HELLO within {} s", HELLO_DEADLINE.as_secs());
+            let reason = format!("no HELLO within {} s", HELLO_DEADLINE.as_secs());
+            link.close(close_code::PROTOCOL_ERROR, &reason).await;
+            link.finish().await;
+        }
+    }
+}
+
+/// The peer's identity, for log lines.
+fn who(peer: &PeerInfo) -> String {
+    peer.fingerprint
+        .map_or("no certificate".to_string(), |f| f.to_string())
+}
+
+fn refused(peer: &PeerInfo, code: u64) -> Shown {
+    Shown::Refused {
+        transport: peer.transport,
+        peer: peer.addr,
+        fingerprint: peer.fingerprint,
+        code,
+    }
+}
+
+/// A fresh session token: 16 bytes from the TLS stack's secure random
+/// generator (docs/protocol.md §9.2).
+fn new_token() -> Token {
+    let mut t = [0u8; TOKEN_LEN];
+    let provider = rustls::crypto::ring::default_provider();
+    if provider.secure_random.fill(&mut t).is_err() {
+        // Without resumption (this version) the token names nothing a
+        // stranger could take over; a failing generator is still worth a
+        // line in the log.
+        warn!("the secure random generator failed; the chat's token is not random");
+    }
+    Token(t)
+}
+
+/// Binds a listener for `transports` on `bind` (or, without one, on all
 /// IPv6 interfaces, which on most systems accept IPv4 too, with IPv4-only as
 /// the fallback for machines without IPv6).
 pub async fn bind(
-    transport: TransportKind,
+    transports: &[TransportKind],
     bind: Option<IpAddr>,
     port: u16,
     identity: &Identity,
@@ -194,7 +387,7 @@ pub async fn bind(
     };
     let mut last = None;
     for addr in candidates {
-        match Listener::bind(transport, addr, identity, limits).await {
+        match Listener::bind(transports, addr, identity, limits).await {
             Ok(l) => return Ok(l),
             Err(e) => {
                 info!("{e}");

@@ -244,7 +244,7 @@ fn spawn_server(kind: TransportKind, setup: &Setup) -> Result<Server> {
     let worker = spawn_runtime("bench-server", move || async move {
         let identity = load_identity(&dir)?;
         let bind: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
-        let listener = Listener::bind(kind, bind, &identity, &limits).await?;
+        let listener = Listener::bind(&[kind], bind, &identity, &limits).await?;
         let _ = ready_tx.send((listener.local_addr(), thread_id()));
         let counts = Arc::new(Counts::default());
         let sink = Probe {

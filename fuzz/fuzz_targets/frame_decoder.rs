@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use chat::codec::{Frame, FrameDecoder, MAX_FRAME_LEN, MAX_HEADER_LEN};
+use chat::protocol::codec::{Frame, FrameDecoder, MAX_FRAME_LEN, MAX_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

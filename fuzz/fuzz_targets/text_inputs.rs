@@ -4,13 +4,13 @@
 //! newline and tab.
 #![no_main]
 
-use chat::identity::Fingerprint;
+use chat::trust::identity::Fingerprint;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = chat::input::parse_line(data, true);
-    let _ = chat::input::parse_line(data, false);
-    let shown = chat::render::sanitize(data);
+    let _ = chat::ui::input::parse_line(data, true);
+    let _ = chat::ui::input::parse_line(data, false);
+    let shown = chat::ui::render::sanitize(data);
     for c in shown.chars() {
         assert!(
             c == '\n' || c == '\t' || !(c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
@@ -18,9 +18,9 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = chat::allow::parse(text);
+        let _ = chat::trust::allow::parse(text);
         let _ = text.parse::<Fingerprint>();
-        let line = chat::render::sanitize_line(text);
+        let line = chat::ui::render::sanitize_line(text);
         assert!(!line.contains('\n'));
     }
 });

@@ -26,6 +26,10 @@ pub const MAX_HEADER_LEN: usize = 16;
 pub mod frame_type {
     pub const ACK: u64 = 0x01;
     pub const REJECT: u64 = 0x02;
+    /// chat/2 only.
+    pub const HELLO: u64 = 0x03;
+    /// chat/2 only.
+    pub const WELCOME: u64 = 0x04;
     pub const DATA: u64 = 0x10;
     pub const END: u64 = 0x11;
     pub const CLOSE: u64 = 0x1f;
@@ -108,7 +112,22 @@ pub fn get_varint(buf: &mut impl Buf) -> Option<u64> {
     peek_varint(&tmp[..len]).map(|(v, _)| v)
 }
 
-/// One chat/1 frame.
+/// Length of a chat/2 session token.
+pub const TOKEN_LEN: usize = 16;
+
+/// A chat/2 session token: names a chat to resume. It only ever travels
+/// inside TLS; it is never logged or printed (so it has no `Debug` of its
+/// bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Token(pub [u8; TOKEN_LEN]);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+/// One frame of chat/1 or chat/2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Ack {
@@ -134,6 +153,19 @@ pub enum Frame {
     /// Keep-alive. Any payload is ignored (the spec says it is empty; being
     /// lenient here costs nothing and helps interoperability).
     Ping,
+    /// chat/2: the client's first frame. `idle_timeout_ms` 0 means none;
+    /// `token` names a chat to resume.
+    Hello {
+        idle_timeout_ms: u64,
+        token: Option<Token>,
+    },
+    /// chat/2: the server's answer to HELLO, its first frame.
+    Welcome {
+        token: Token,
+        resume_window_ms: u64,
+        resumed: bool,
+        idle_timeout_ms: u64,
+    },
     /// A frame type this implementation does not know; skipped by receivers.
     Unknown {
         ty: u64,
@@ -151,6 +183,8 @@ impl Frame {
             Frame::End { .. } => frame_type::END,
             Frame::Close { .. } => frame_type::CLOSE,
             Frame::Ping => frame_type::PING,
+            Frame::Hello { .. } => frame_type::HELLO,
+            Frame::Welcome { .. } => frame_type::WELCOME,
             Frame::Unknown { ty, .. } => *ty,
         }
     }
@@ -164,6 +198,8 @@ impl Frame {
             Frame::End { .. } => "END",
             Frame::Close { .. } => "CLOSE",
             Frame::Ping => "PING",
+            Frame::Hello { .. } => "HELLO",
+            Frame::Welcome { .. } => "WELCOME",
             Frame::Unknown { .. } => "unknown",
         }
     }
@@ -196,6 +232,37 @@ impl Frame {
                 buf.put_slice(reason);
             }
             Frame::Ping => put_header(buf, frame_type::PING, 0),
+            Frame::Hello {
+                idle_timeout_ms,
+                token,
+            } => {
+                let token_len = token.map_or(0, |_| TOKEN_LEN);
+                put_header(
+                    buf,
+                    frame_type::HELLO,
+                    varint_len(*idle_timeout_ms) + token_len,
+                );
+                put_varint(buf, *idle_timeout_ms);
+                if let Some(t) = token {
+                    buf.put_slice(&t.0);
+                }
+            }
+            Frame::Welcome {
+                token,
+                resume_window_ms,
+                resumed,
+                idle_timeout_ms,
+            } => {
+                put_header(
+                    buf,
+                    frame_type::WELCOME,
+                    TOKEN_LEN + varint_len(*resume_window_ms) + 1 + varint_len(*idle_timeout_ms),
+                );
+                buf.put_slice(&token.0);
+                put_varint(buf, *resume_window_ms);
+                put_varint(buf, u64::from(*resumed));
+                put_varint(buf, *idle_timeout_ms);
+            }
             Frame::Unknown { ty, len } => {
                 put_header(buf, *ty, *len);
                 buf.put_bytes(0, *len);
@@ -217,10 +284,65 @@ fn put_header(buf: &mut BytesMut, ty: u64, len: usize) {
     put_varint(buf, len as u64);
 }
 
-/// Parses a frame payload of type `ty`. `payload` is exactly the frame's body.
-pub fn parse_payload(ty: u64, mut payload: Bytes) -> Result<Frame, CodecError> {
+/// Which protocol a connection speaks, as its ALPN selected: it decides
+/// which frame types exist (on chat/1, chat/2's types are unknown, skipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    #[default]
+    V1,
+    V2,
+}
+
+/// Parses a chat/1 frame payload of type `ty`. `payload` is exactly the
+/// frame's body.
+pub fn parse_payload(ty: u64, payload: Bytes) -> Result<Frame, CodecError> {
+    parse_payload_as(Version::V1, ty, payload)
+}
+
+/// Parses a frame payload of type `ty` as `version` defines it.
+pub fn parse_payload_as(
+    version: Version,
+    ty: u64,
+    mut payload: Bytes,
+) -> Result<Frame, CodecError> {
     let len = payload.len();
     match ty {
+        frame_type::HELLO if version == Version::V2 => {
+            let idle_timeout_ms =
+                get_varint(&mut payload).ok_or(CodecError::BadPayload("HELLO"))?;
+            let token = match payload.len() {
+                0 => None,
+                TOKEN_LEN => Some(token(&payload)),
+                _ => return Err(CodecError::BadPayload("HELLO")),
+            };
+            Ok(Frame::Hello {
+                idle_timeout_ms,
+                token,
+            })
+        }
+        frame_type::WELCOME if version == Version::V2 => {
+            let bad = CodecError::BadPayload("WELCOME");
+            if payload.len() < TOKEN_LEN {
+                return Err(bad);
+            }
+            let token = token(&payload.split_to(TOKEN_LEN));
+            let resume_window_ms = get_varint(&mut payload).ok_or(bad.clone())?;
+            let resumed = match get_varint(&mut payload) {
+                Some(0) => false,
+                Some(1) => true,
+                _ => return Err(bad),
+            };
+            let idle_timeout_ms = get_varint(&mut payload).ok_or(bad.clone())?;
+            if payload.has_remaining() {
+                return Err(bad);
+            }
+            Ok(Frame::Welcome {
+                token,
+                resume_window_ms,
+                resumed,
+                idle_timeout_ms,
+            })
+        }
         frame_type::ACK => {
             let id = get_varint(&mut payload).ok_or(CodecError::BadPayload("ACK"))?;
             if payload.has_remaining() {
@@ -257,15 +379,31 @@ pub fn parse_payload(ty: u64, mut payload: Bytes) -> Result<Frame, CodecError> {
     }
 }
 
+fn token(bytes: &[u8]) -> Token {
+    let mut t = [0u8; TOKEN_LEN];
+    t.copy_from_slice(&bytes[..TOKEN_LEN]);
+    Token(t)
+}
+
 /// Incremental frame decoder over a growing byte buffer.
 #[derive(Debug, Default)]
 pub struct FrameDecoder;
 
 impl FrameDecoder {
-    /// Takes one whole frame off the front of `buf`, or returns `Ok(None)` if
-    /// more bytes are needed. On `Ok(None)` the buffer's capacity has been
-    /// reserved for the rest of the frame, never more than the limit allows.
+    /// Takes one whole chat/1 frame off the front of `buf`, or returns
+    /// `Ok(None)` if more bytes are needed. On `Ok(None)` the buffer's
+    /// capacity has been reserved for the rest of the frame, never more
+    /// than the limit allows.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        self.decode_as(Version::V1, buf)
+    }
+
+    /// Like [`decode`](Self::decode), for a connection speaking `version`.
+    pub fn decode_as(
+        &mut self,
+        version: Version,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Frame>, CodecError> {
         let Some((ty, ty_len)) = peek_varint(buf) else {
             return Ok(None);
         };
@@ -284,7 +422,7 @@ impl FrameDecoder {
         }
         buf.advance(header);
         let payload = buf.split_to(len as usize).freeze();
-        parse_payload(ty, payload).map(Some)
+        parse_payload_as(version, ty, payload).map(Some)
     }
 }
 
@@ -395,6 +533,52 @@ mod tests {
             Ok(Some(Frame::Unknown { ty: 0x3f, len: 3 }))
         );
         assert_eq!(FrameDecoder.decode(&mut b), Ok(Some(Frame::Ack { id: 9 })));
+    }
+
+    #[test]
+    fn hello_and_welcome_are_chat2_only_and_exactly_shaped() {
+        let hello = Frame::Hello {
+            idle_timeout_ms: 10_000,
+            token: Some(Token([7; TOKEN_LEN])),
+        };
+        let welcome = Frame::Welcome {
+            token: Token([9; TOKEN_LEN]),
+            resume_window_ms: 0,
+            resumed: false,
+            idle_timeout_ms: 3_000,
+        };
+        for f in [hello, welcome] {
+            let mut b = encode(&f);
+            assert_eq!(
+                FrameDecoder.decode_as(Version::V2, &mut b),
+                Ok(Some(f.clone()))
+            );
+            // On chat/1 the same bytes are a frame of an unknown type.
+            let mut b = encode(&f);
+            assert!(matches!(
+                FrameDecoder.decode(&mut b),
+                Ok(Some(Frame::Unknown { .. }))
+            ));
+        }
+        // A token of another length, bytes left over, `resumed` of 2.
+        for payload in [&[0x00, 1, 2, 3][..], &[0x00; 1 + TOKEN_LEN + 1][..]] {
+            assert!(
+                parse_payload_as(
+                    Version::V2,
+                    frame_type::HELLO,
+                    Bytes::copy_from_slice(payload)
+                )
+                .is_err()
+            );
+        }
+        let mut w = vec![0u8; TOKEN_LEN];
+        w.extend_from_slice(&[0, 2, 0]);
+        assert!(
+            parse_payload_as(Version::V2, frame_type::WELCOME, Bytes::from(w.clone())).is_err()
+        );
+        w[TOKEN_LEN + 1] = 1;
+        w.push(0);
+        assert!(parse_payload_as(Version::V2, frame_type::WELCOME, Bytes::from(w)).is_err());
     }
 
     fn arb_frame() -> impl Strategy<Value = Frame> {

@@ -199,6 +199,11 @@ impl Session {
                 Some(_) => io.out.show(Shown::Rejected { id, code, reason }),
                 None => debug!(id, "ignoring REJECT for a message not outstanding"),
             },
+            // Handled before the chat starts; the transport lets neither
+            // come twice.
+            Event::Hello { .. } | Event::Welcome { .. } => {
+                debug!("ignoring an opening frame during the chat");
+            }
             Event::Closed(d) => return Step::Ended(d),
         }
         Step::Continue
@@ -309,6 +314,12 @@ mod tests {
     }
 
     impl Transport for MemoryTransport {
+        fn send_control(&mut self, frame: crate::protocol::Frame) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("control {}", frame.name()));
+        }
         fn send(&mut self, id: MessageId, body: Bytes) {
             self.log
                 .lock()

@@ -7,13 +7,30 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use super::{Event, Limits, PeerInfo, Transport, TransportKind, quic, tcp};
-use crate::protocol::MessageId;
+use std::time::Duration;
+
+use crate::protocol::{Frame, MessageId};
 
 /// A connection over QUIC or TCP.
 pub enum Link {
     Quic(quic::QuicTransport),
     /// Boxed: the TCP transport holds its TLS stream and buffers inline.
     Tcp(Box<tcp::TcpTransport>),
+}
+
+impl Link {
+    /// Closes a connection on which no frame of the chat protocol was sent
+    /// (one that lost a client's race): over QUIC with CONNECTION_CLOSE
+    /// NO_ERROR, over TCP with TLS close_notify alone (docs/protocol.md
+    /// §9.3). What is left of it finishes in the background.
+    pub async fn abandon(self) {
+        match self {
+            Link::Quic(t) => t.abandon(),
+            Link::Tcp(t) => {
+                tokio::spawn(t.abandon());
+            }
+        }
+    }
 }
 
 /// Why a connection attempt failed.
@@ -74,6 +91,20 @@ impl Transport for Link {
         match self {
             Link::Quic(t) => t.flush(),
             Link::Tcp(t) => t.flush(),
+        }
+    }
+
+    fn send_control(&mut self, frame: Frame) {
+        match self {
+            Link::Quic(t) => t.send_control(frame),
+            Link::Tcp(t) => t.send_control(frame),
+        }
+    }
+
+    fn set_idle_timeout(&mut self, idle: Duration) {
+        match self {
+            Link::Quic(t) => t.set_idle_timeout(idle),
+            Link::Tcp(t) => t.set_idle_timeout(idle),
         }
     }
 

@@ -29,6 +29,9 @@ pub enum BindError {
     Tcp(#[from] tcp::TcpSetupError),
     #[error("cannot read the bound address: {0}")]
     LocalAddr(std::io::Error),
+    /// A later transport could not have the port the first one picked.
+    #[error(transparent)]
+    Taken(Box<BindError>),
 }
 
 /// A connection whose handshake is done but which is not yet in a chat: the
@@ -75,46 +78,89 @@ enum Endpoint {
 pub struct Listener {
     endpoints: Vec<Endpoint>,
     addr: SocketAddr,
-    transport: TransportKind,
+    transports: Vec<TransportKind>,
     fingerprint: Fingerprint,
     incoming: mpsc::Receiver<Handshaken>,
     /// Kept so that the acceptors stop when the listener goes.
     _acceptors: Tasks,
 }
 
+/// Times a listener on several transports tries another port when it was
+/// given port 0 and the port the first transport got is taken on another.
+const PORT_TRIES: usize = 16;
+
 impl Listener {
-    /// Listens on `addr` over `transport`.
+    /// Listens on `addr` over each of `transports` (the same port for all:
+    /// with port 0, the first transport picks it and the others follow).
     pub async fn bind(
-        transport: TransportKind,
+        transports: &[TransportKind],
+        addr: SocketAddr,
+        identity: &Identity,
+        limits: &Limits,
+    ) -> Result<Listener, BindError> {
+        let mut tries = if addr.port() == 0 { PORT_TRIES } else { 1 };
+        loop {
+            tries -= 1;
+            match Self::bind_once(transports, addr, identity, limits).await {
+                Err(BindError::Taken(e)) if tries > 0 => {
+                    tracing::debug!("{e}; trying another port");
+                }
+                Err(BindError::Taken(e)) => return Err(*e),
+                other => return other,
+            }
+        }
+    }
+
+    async fn bind_once(
+        transports: &[TransportKind],
         addr: SocketAddr,
         identity: &Identity,
         limits: &Limits,
     ) -> Result<Listener, BindError> {
         let (tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
-        let (endpoint, acceptor) = match transport {
-            TransportKind::Quic => {
-                let l = quic::Listener::bind(addr, identity, limits, HANDSHAKE_TIMEOUT)?;
-                let acceptor = l.spawn_acceptor(tx);
-                (Endpoint::Quic(l), acceptor)
+        let mut endpoints = Vec::new();
+        let mut acceptors = Vec::new();
+        let mut at = addr;
+        for (i, &transport) in transports.iter().enumerate() {
+            let bound: Result<Endpoint, BindError> = match transport {
+                TransportKind::Quic => {
+                    quic::Listener::bind(at, identity, limits, HANDSHAKE_TIMEOUT)
+                        .map(Endpoint::Quic)
+                        .map_err(Into::into)
+                }
+                TransportKind::Tcp => tcp::Listener::bind(at, identity, HANDSHAKE_TIMEOUT)
+                    .await
+                    .map(Endpoint::Tcp)
+                    .map_err(Into::into),
+            };
+            let bound = match bound {
+                Ok(b) => b,
+                // The port the first transport picked may be taken on this
+                // one: worth another try with another port.
+                Err(e) if i > 0 && addr.port() == 0 => return Err(BindError::Taken(Box::new(e))),
+                Err(e) => return Err(e),
+            };
+            let local = match &bound {
+                Endpoint::Quic(l) => l.local_addr(),
+                Endpoint::Tcp(l) => l.local_addr(),
             }
-            TransportKind::Tcp => {
-                let l = tcp::Listener::bind(addr, identity, HANDSHAKE_TIMEOUT).await?;
-                let acceptor = l.spawn_acceptor(tx);
-                (Endpoint::Tcp(l), acceptor)
+            .map_err(BindError::LocalAddr)?;
+            if i == 0 {
+                at = local;
             }
-        };
-        let addr = match &endpoint {
-            Endpoint::Quic(l) => l.local_addr(),
-            Endpoint::Tcp(l) => l.local_addr(),
+            acceptors.push(match &bound {
+                Endpoint::Quic(l) => l.spawn_acceptor(tx.clone()),
+                Endpoint::Tcp(l) => l.spawn_acceptor(tx.clone()),
+            });
+            endpoints.push(bound);
         }
-        .map_err(BindError::LocalAddr)?;
         Ok(Listener {
-            endpoints: vec![endpoint],
-            addr,
-            transport,
+            endpoints,
+            addr: at,
+            transports: transports.to_vec(),
             fingerprint: identity.fingerprint(),
             incoming,
-            _acceptors: Tasks(vec![acceptor]),
+            _acceptors: Tasks(acceptors),
         })
     }
 
@@ -123,8 +169,9 @@ impl Listener {
         self.addr
     }
 
-    pub fn transport(&self) -> TransportKind {
-        self.transport
+    /// The transports it listens on, QUIC first.
+    pub fn transports(&self) -> &[TransportKind] {
+        &self.transports
     }
 
     /// The fingerprint of the identity it presents.

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::protocol::codec::{Frame, Token, Version, frame_type};
 use crate::protocol::{Body, MessageId, close_code};
 use crate::trust::identity::Fingerprint;
 
@@ -42,8 +43,96 @@ pub enum Event {
         code: u64,
         reason: String,
     },
+    /// chat/2, at a server: the client's HELLO, its first frame (the
+    /// transport refuses anything else first).
+    Hello {
+        idle_timeout_ms: u64,
+        token: Option<Token>,
+    },
+    /// chat/2, at a client: the server's WELCOME, its first frame.
+    Welcome {
+        token: Token,
+        resume_window_ms: u64,
+        resumed: bool,
+        idle_timeout_ms: u64,
+    },
     /// The connection is over; no further events follow.
     Closed(Disconnect),
+}
+
+/// Which end of a connection this is: on chat/2 it decides which frame
+/// must come first from the peer (HELLO at a server, WELCOME at a client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    /// The frame type the peer must send first on a `version` connection,
+    /// if any.
+    pub(crate) fn first_from_peer(self, version: Version) -> Option<u64> {
+        match (version, self) {
+            (Version::V1, _) => None,
+            (Version::V2, Side::Server) => Some(frame_type::HELLO),
+            (Version::V2, Side::Client) => Some(frame_type::WELCOME),
+        }
+    }
+}
+
+/// Where a connection stands with chat/2's opening frames (docs/protocol.md
+/// §9.3): before HELLO (at a server) or WELCOME (at a client) only PING,
+/// CLOSE and unknown frames may come; that frame comes once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Opening {
+    /// The type still expected first, until it has come.
+    expect: Option<u64>,
+    /// The type that is never welcome (again): the other side's, or the
+    /// expected one once it came.
+    side: Side,
+    version: Version,
+}
+
+impl Opening {
+    pub fn new(version: Version, side: Side) -> Self {
+        Opening {
+            expect: side.first_from_peer(version),
+            side,
+            version,
+        }
+    }
+
+    /// Whether the opening frame has come (always, on chat/1).
+    pub fn is_open(&self) -> bool {
+        self.expect.is_none()
+    }
+
+    /// Checks `frame` against the rules; `Err` is a protocol violation.
+    /// `Ok(true)` for the opening frame itself.
+    pub fn check(&mut self, frame: &Frame) -> Result<bool, String> {
+        let opening = matches!(frame, Frame::Hello { .. } | Frame::Welcome { .. });
+        match (self.expect, frame) {
+            (_, Frame::Ping | Frame::Unknown { .. } | Frame::Close { .. }) => Ok(false),
+            (Some(ty), f) if f.ty() == ty => {
+                self.expect = None;
+                Ok(true)
+            }
+            (Some(ty), f) => Err(format!(
+                "{} frame before {}",
+                f.name(),
+                if ty == frame_type::HELLO {
+                    "HELLO"
+                } else {
+                    "WELCOME"
+                }
+            )),
+            (None, f) if opening => Err(match self.side.first_from_peer(self.version) {
+                Some(ty) if ty == f.ty() => format!("a second {}", f.name()),
+                _ => format!("{} frame from the wrong side", f.name()),
+            }),
+            (None, _) => Ok(false),
+        }
+    }
 }
 
 /// Who ended a connection, and why.
@@ -127,6 +216,21 @@ impl Drop for Tasks {
     }
 }
 
+/// The idle timeout two chat/2 peers agree on: the smaller non-zero one of
+/// ours and theirs (`theirs_ms` 0: the peer has none; docs/protocol.md §9.1).
+pub fn agreed_idle_timeout(ours: Duration, theirs_ms: u64) -> Duration {
+    if theirs_ms == 0 {
+        ours
+    } else {
+        ours.min(Duration::from_millis(theirs_ms))
+    }
+}
+
+/// Milliseconds of `d`, as HELLO and WELCOME carry them.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Settings both transports share.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -169,6 +273,8 @@ pub struct PeerInfo {
     /// Fingerprint of the certificate the peer presented, if any.
     pub fingerprint: Option<Fingerprint>,
     pub transport: TransportKind,
+    /// chat/1 or chat/2, as the handshake's ALPN chose.
+    pub version: Version,
 }
 
 /// A chat/1 connection as the chat logic sees it.
@@ -191,6 +297,15 @@ pub trait Transport: Send + 'static {
     /// everything queued in one turn leaves together; a transport whose
     /// writing runs in tasks of its own has nothing to do here.
     fn flush(&mut self) {}
+
+    /// Sends a chat/2 control frame (HELLO, WELCOME) ahead of any message
+    /// data.
+    fn send_control(&mut self, frame: Frame);
+
+    /// Applies an idle timeout agreed with the peer (chat/2: the smaller of
+    /// the two). A transport whose stack negotiates it itself (QUIC) has
+    /// nothing to do here.
+    fn set_idle_timeout(&mut self, _idle: Duration) {}
 
     /// Keeps the connection alive, without taking events, while the chat
     /// has not started yet (a person deciding whether to trust the server
@@ -238,13 +353,15 @@ pub(crate) mod testing {
         id
     }
 
-    /// A client that trusts any server.
+    /// A chat/1 client that trusts any server.
     pub fn client_tls() -> rustls::ClientConfig {
-        tls::client_config(
+        let mut config = tls::client_config(
             FingerprintVerifier::new(ServerTrust::AnyValidSignature),
             None,
         )
-        .unwrap()
+        .unwrap();
+        config.alpn_protocols = vec![tls::ALPN_V1.to_vec()];
+        config
     }
 
     /// Plays the session: acknowledges each message until none comes for a

@@ -1,4 +1,5 @@
-//! TLS 1.3 configuration shared by both transports: ALPN `chat/1`, and
+//! TLS 1.3 configuration shared by both transports: ALPN `chat/2` and
+//! `chat/1`, and
 //! certificate verification by fingerprint instead of by certificate authority.
 //!
 //! Pinning replaces only the chain-of-trust check. The handshake signature is
@@ -16,7 +17,14 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::trust::identity::{Fingerprint, Identity};
 
 /// The ALPN protocol id of chat/1.
-pub const ALPN: &[u8] = b"chat/1";
+pub const ALPN_V1: &[u8] = b"chat/1";
+/// The ALPN protocol id of chat/2 (docs/protocol.md §9), preferred.
+pub const ALPN_V2: &[u8] = b"chat/2";
+
+/// What we offer and accept, most preferred first.
+fn alpn() -> Vec<Vec<u8>> {
+    vec![ALPN_V2.to_vec(), ALPN_V1.to_vec()]
+}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -159,7 +167,9 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-/// Server side: TLS 1.3 only, ALPN `chat/1`, optional client certificates.
+/// Server side: TLS 1.3 only, ALPN `chat/2` or `chat/1` (the server's
+/// preference decides, so chat/2 when the client offers it), optional client
+/// certificates.
 pub fn server_config(identity: &Identity) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = provider();
     let verifier = Arc::new(AnyClientCert {
@@ -169,12 +179,12 @@ pub fn server_config(identity: &Identity) -> Result<rustls::ServerConfig, rustls
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn();
     Ok(config)
 }
 
-/// Client side: TLS 1.3 only, ALPN `chat/1`, the given verifier, and the
-/// client's own certificate when it has one.
+/// Client side: TLS 1.3 only, ALPN `chat/2` then `chat/1`, the given
+/// verifier, and the client's own certificate when it has one.
 pub fn client_config(
     verifier: Arc<FingerprintVerifier>,
     identity: Option<&Identity>,
@@ -187,6 +197,6 @@ pub fn client_config(
         Some(id) => builder.with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key())?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = alpn();
     Ok(config)
 }

@@ -94,21 +94,37 @@ impl<W: Write + Send + 'static> Sink for JsonSink<W> {
     fn show(&mut self, shown: Shown) {
         match shown {
             Shown::Listening {
-                transport,
+                transports,
                 addr,
                 fingerprint,
-            } => self.queue(&json!({"event": "listening", "transport": transport.name(),
-                "addr": addr.to_string(), "fingerprint": fingerprint.to_string()})),
+            } => {
+                // One transport is named as such; both are `auto`, as the
+                // flag that asks for them.
+                let transport = match transports.as_slice() {
+                    [one] => one.name(),
+                    _ => "auto",
+                };
+                let names: Vec<&str> = transports.iter().map(|t| t.name()).collect();
+                self.queue(&json!({"event": "listening", "transport": transport,
+                    "transports": names, "addr": addr.to_string(),
+                    "fingerprint": fingerprint.to_string()}));
+            }
+            Shown::Connecting { transport, addr } => self.queue(&json!({"event": "connecting",
+                "transport": transport.name(), "addr": addr.to_string()})),
             Shown::Connected {
                 transport,
                 peer,
                 fingerprint,
                 label,
+                fallback,
             } => {
                 let mut v = json!({"event": "connected", "transport": transport.name(),
                     "peer": peer.to_string(), "fingerprint": fingerprint.map(|f| f.to_string())});
                 if let Some(label) = label {
                     v["label"] = Value::from(label);
+                }
+                if let Some(why) = fallback {
+                    v["fallback"] = Value::from(why);
                 }
                 self.queue(&v);
             }

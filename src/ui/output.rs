@@ -43,14 +43,29 @@ const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// stdout that never moves, and a stream of clients, get here.
 const HARD_MAX_QUEUED_EVENTS: usize = 2 * MAX_QUEUED_EVENTS;
 
+/// How a list of transports is named: `quic`, `tcp`, or `quic, tcp`.
+pub fn transports_text(transports: &[TransportKind]) -> String {
+    transports
+        .iter()
+        .map(|t| t.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Something the user should see.
 #[derive(Debug, Clone)]
 pub enum Shown {
     /// The server listens.
     Listening {
-        transport: TransportKind,
+        /// QUIC first.
+        transports: Vec<TransportKind>,
         addr: SocketAddr,
         fingerprint: Fingerprint,
+    },
+    /// The client starts a connection attempt (it may race several).
+    Connecting {
+        transport: TransportKind,
+        addr: SocketAddr,
     },
     /// A chat began. `label` is the allow list's name for the peer.
     Connected {
@@ -58,6 +73,9 @@ pub enum Shown {
         peer: SocketAddr,
         fingerprint: Option<Fingerprint>,
         label: Option<String>,
+        /// Why this transport, when it is not the first choice (the
+        /// client fell back to TCP).
+        fallback: Option<String>,
     },
     /// The server turned a client away (BUSY, UNAUTHORIZED).
     Refused {

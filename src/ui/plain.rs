@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::output::{Shown, Sink};
+use super::output::{Shown, Sink, transports_text};
 use super::render::{sanitize, sanitize_line};
 use crate::protocol::{close_code, reject_code};
 use crate::trust::identity::Fingerprint;
@@ -71,27 +71,40 @@ impl<W: Write + Send + 'static> Sink for PlainSink<W> {
     fn show(&mut self, shown: Shown) {
         match shown {
             Shown::Listening {
-                transport,
+                transports,
                 addr,
                 fingerprint,
             } => {
-                self.line(&format!("listening on {addr} ({transport})"));
-                self.line(&format!("server fingerprint: {fingerprint}"));
                 self.line(&format!(
-                    "clients connect with: chat --mode client --transport {transport} --addr HOST:{} --fingerprint {fingerprint}",
+                    "listening on {addr} ({})",
+                    transports_text(&transports)
+                ));
+                self.line(&format!("server fingerprint: {fingerprint}"));
+                let only = match transports.as_slice() {
+                    [one] => format!(" --transport {one}"),
+                    _ => String::new(),
+                };
+                self.line(&format!(
+                    "clients connect with: chat --mode client{only} --addr HOST:{} --fingerprint {fingerprint}",
                     addr.port()
                 ));
                 self.line("waiting for a client…");
             }
+            // Shown at a terminal only (on stderr, before the chat starts).
+            Shown::Connecting { .. } => {}
             Shown::Connected {
                 transport,
                 peer,
                 fingerprint,
                 label,
+                fallback,
             } => {
                 let who = peer_identity(fingerprint, label.as_deref())
                     .unwrap_or_else(|| "no identity".into());
-                self.line(&format!("connected to {peer} over {transport} ({who})"));
+                let why = fallback.map_or(String::new(), |w| format!(" ({w})"));
+                self.line(&format!(
+                    "connected to {peer} over {transport}{why} ({who})"
+                ));
             }
             Shown::Refused {
                 peer,

@@ -30,7 +30,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::Quit;
 use super::input::UserInput;
-use super::output::{Shown, Sink};
+use super::output::{Shown, Sink, transports_text};
 use super::plain::{format_rtt, peer_identity, refusal, reject_kind, skipped};
 use super::render::{sanitize, sanitize_line};
 use crate::protocol::body::Body;
@@ -513,25 +513,33 @@ impl Sink for TerminalSink {
     fn show(&mut self, shown: Shown) {
         match shown {
             Shown::Listening {
-                transport,
+                transports,
                 addr,
                 fingerprint,
             } => {
-                self.line("", &format!("listening on {addr} ({transport})"));
+                self.line(
+                    "",
+                    &format!("listening on {addr} ({})", transports_text(&transports)),
+                );
                 self.line("", &format!("server fingerprint: {fingerprint}"));
                 self.line("", "waiting for a client… (/help for commands)");
+            }
+            Shown::Connecting { transport, addr } => {
+                self.line("", &format!("connecting to {addr} over {transport}…"));
             }
             Shown::Connected {
                 transport,
                 peer,
                 fingerprint,
                 label,
+                fallback,
             } => {
                 let who = peer_identity(fingerprint, label.as_deref())
                     .map_or(String::new(), |w| format!(" ({w})"));
+                let why = fallback.map_or(String::new(), |w| format!(" ({w})"));
                 self.line(
                     GOOD,
-                    &format!("connected with {peer} over {transport}{who}"),
+                    &format!("connected with {peer} over {transport}{why}{who}"),
                 );
             }
             Shown::Refused {

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::Shared;
 use super::streams::{Read, StreamReader};
 use crate::protocol::codec::{self, Frame, FrameDecoder, put_varint, stream_type};
-use crate::transport::Event;
+use crate::transport::{Event, Opening};
 use crate::ui::render::sanitize_line;
 
 /// How long a peer has to open its control stream (docs/protocol.md §6).
@@ -88,13 +88,16 @@ pub(super) async fn control_deadline(shared: Shared) {
     }
 }
 
-/// Writes our control stream: its type, then ACK/REJECT frames, batching
-/// whatever is queued into one write.
+/// Writes our control stream: its type, then control frames (`first`, if
+/// given, then what `rx` brings), batching whatever is queued into one
+/// write.
 pub(super) async fn write_control(
     mut stream: SendStream,
+    first: Option<ControlCmd>,
     mut rx: mpsc::UnboundedReceiver<ControlCmd>,
     backlog: Arc<Backlog>,
 ) {
+    let mut first = first;
     let mut buf = BytesMut::with_capacity(256);
     put_varint(&mut buf, stream_type::CONTROL);
     let mut flushes = Vec::new();
@@ -115,7 +118,13 @@ pub(super) async fn write_control(
         for f in flushes.drain(..) {
             let _: Result<(), ()> = oneshot::Sender::send(f, ());
         }
-        let Some(cmd) = rx.recv().await else { return };
+        let cmd = match first.take() {
+            Some(cmd) => cmd,
+            None => match rx.recv().await {
+                Some(cmd) => cmd,
+                None => return,
+            },
+        };
         let mut next = Some(cmd);
         while let Some(cmd) = next {
             match cmd {
@@ -131,9 +140,10 @@ pub(super) async fn write_control(
 }
 
 pub(super) async fn read_control(shared: Shared, mut reader: StreamReader) {
+    let mut opening = Opening::new(shared.version, shared.side);
     loop {
         loop {
-            let frame = match FrameDecoder.decode(&mut reader.buf) {
+            let frame = match FrameDecoder.decode_as(shared.version, &mut reader.buf) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
@@ -141,7 +151,29 @@ pub(super) async fn read_control(shared: Shared, mut reader: StreamReader) {
                         .violation(format!("control stream: {}", sanitize_line(&e.to_string())));
                 }
             };
+            let opened = match opening.check(&frame) {
+                Ok(opened) => opened,
+                Err(reason) => return shared.violation(reason),
+            };
             let event = match frame {
+                Frame::Hello {
+                    idle_timeout_ms,
+                    token,
+                } => Event::Hello {
+                    idle_timeout_ms,
+                    token,
+                },
+                Frame::Welcome {
+                    token,
+                    resume_window_ms,
+                    resumed,
+                    idle_timeout_ms,
+                } => Event::Welcome {
+                    token,
+                    resume_window_ms,
+                    resumed,
+                    idle_timeout_ms,
+                },
                 Frame::Ack { id } => Event::Ack { id },
                 Frame::Reject { id, code, reason } => Event::Rejected {
                     id,
@@ -157,6 +189,11 @@ pub(super) async fn read_control(shared: Shared, mut reader: StreamReader) {
             };
             if shared.events.send(event).await.is_err() {
                 return;
+            }
+            if opened {
+                // Message streams that came before HELLO (or WELCOME) were
+                // held unread until now (docs/protocol.md §9.3).
+                shared.open.send_replace(true);
             }
         }
         match reader.fill().await {

@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::QuicTransport;
+use crate::protocol::codec::Version;
 use crate::protocol::{clip_reason, close_code};
-use crate::transport::{Limits, PeerInfo, TransportKind, handshake, listener};
+use crate::transport::{Limits, PeerInfo, Side, TransportKind, handshake, listener};
 use crate::trust::identity::Identity;
 use crate::trust::tls;
 use crate::ui::render::sanitize_line;
@@ -118,11 +119,14 @@ impl Listener {
 
 async fn handshake(incoming: quinn::Incoming) -> Result<Handshaken, ConnectionError> {
     let conn = incoming.accept()?.await?;
-    if handshake::check_alpn(alpn(&conn).as_deref()).is_err() {
-        conn.close(varint(close_code::PROTOCOL_ERROR), b"ALPN chat/1 required");
+    let Ok(version) = handshake::check_alpn(alpn(&conn).as_deref()) else {
+        conn.close(
+            varint(close_code::PROTOCOL_ERROR),
+            b"ALPN chat/2 or chat/1 required",
+        );
         return Err(ConnectionError::LocallyClosed);
-    }
-    let peer = peer_info(&conn);
+    };
+    let peer = peer_info(&conn, version);
     Ok(Handshaken { conn, peer })
 }
 
@@ -133,7 +137,7 @@ fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
         .and_then(|d| d.protocol)
 }
 
-fn peer_info(conn: &quinn::Connection) -> PeerInfo {
+fn peer_info(conn: &quinn::Connection, version: Version) -> PeerInfo {
     let certs = conn.peer_identity().and_then(|id| {
         id.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
             .ok()
@@ -142,6 +146,7 @@ fn peer_info(conn: &quinn::Connection) -> PeerInfo {
         conn.remote_address(),
         certs.as_deref().map(Vec::as_slice),
         TransportKind::Quic,
+        version,
     )
 }
 
@@ -158,7 +163,7 @@ impl Handshaken {
 
     /// Admits the peer: chat/1 starts on this connection.
     pub async fn start(self, limits: Limits) -> QuicTransport {
-        QuicTransport::start(self.conn, None, limits).await
+        QuicTransport::start(self.conn, None, limits, &self.peer, Side::Server).await
     }
 
     /// Turns the peer away with a close code and reason phrase.
@@ -196,12 +201,19 @@ pub async fn connect(
         .connect_with(config, addr, "chat")
         .map_err(|e| ConnectFailure::Setup(e.to_string()))?;
     let conn = connecting.await.map_err(ConnectFailure::Quic)?;
-    if let Err(e) = handshake::check_alpn(alpn(&conn).as_deref()) {
-        conn.close(varint(close_code::PROTOCOL_ERROR), b"ALPN chat/1 required");
-        return Err(e.into());
-    }
-    let peer = peer_info(&conn);
-    let transport = QuicTransport::start(conn, Some(endpoint), limits.clone()).await;
+    let version = match handshake::check_alpn(alpn(&conn).as_deref()) {
+        Ok(v) => v,
+        Err(e) => {
+            conn.close(
+                varint(close_code::PROTOCOL_ERROR),
+                b"ALPN chat/2 or chat/1 required",
+            );
+            return Err(e.into());
+        }
+    };
+    let peer = peer_info(&conn, version);
+    let transport =
+        QuicTransport::start(conn, Some(endpoint), limits.clone(), &peer, Side::Client).await;
     Ok((transport, peer))
 }
 

@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::ConnectionError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
-use super::{Disconnect, EndReason, Event, Limits, Transport};
+use super::{Disconnect, EndReason, Event, Limits, Opening, PeerInfo, Side, Transport};
+use crate::protocol::codec::Version;
 use crate::protocol::received::ReceivedIds;
 use crate::protocol::{Frame, MessageId, clip_reason, close_code, codec};
 use control::{ControlQueue, control_deadline};
@@ -73,6 +74,11 @@ pub(super) struct Shared {
     received: Arc<Mutex<ReceivedIds>>,
     peer_control_seen: Arc<AtomicBool>,
     reading: Arc<tokio::sync::Semaphore>,
+    version: Version,
+    side: Side,
+    /// Whether the peer's opening frame (chat/2) has come: message streams
+    /// wait for it.
+    open: Arc<watch::Sender<bool>>,
 }
 
 impl Shared {
@@ -111,7 +117,10 @@ impl QuicTransport {
         conn: quinn::Connection,
         endpoint: Option<quinn::Endpoint>,
         limits: Limits,
+        peer: &PeerInfo,
+        side: Side,
     ) -> Self {
+        let opening = Opening::new(peer.version, side);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let control = ControlQueue {
@@ -128,6 +137,9 @@ impl QuicTransport {
             received: Arc::default(),
             peer_control_seen: Arc::default(),
             reading: Arc::new(tokio::sync::Semaphore::new(MAX_READING)),
+            version: peer.version,
+            side,
+            open: Arc::new(watch::channel(opening.is_open()).0),
         };
         let tasks = vec![
             tokio::spawn(watch_close(shared.clone())),
@@ -138,6 +150,7 @@ impl QuicTransport {
                 control_rx,
                 control.backlog.clone(),
                 outgoing_rx,
+                side == Side::Client && peer.version == Version::V2,
             )),
         ];
         QuicTransport {
@@ -152,6 +165,18 @@ impl QuicTransport {
     }
 }
 
+impl QuicTransport {
+    /// See [`Link::abandon`](super::Link::abandon).
+    pub(super) fn abandon(self) {
+        self.conn.close(varint(close_code::NO_ERROR), b"");
+        if let Some(endpoint) = self.endpoint {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+            });
+        }
+    }
+}
+
 impl Transport for QuicTransport {
     fn send(&mut self, id: MessageId, body: Bytes) {
         let _ = self.outgoing.send((id, body));
@@ -159,6 +184,10 @@ impl Transport for QuicTransport {
 
     fn ack(&mut self, id: MessageId) {
         self.control.frame(Frame::Ack { id });
+    }
+
+    fn send_control(&mut self, frame: Frame) {
+        self.control.frame(frame);
     }
 
     fn reject(&mut self, id: MessageId, code: u64, reason: &str) {

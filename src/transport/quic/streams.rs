@@ -28,10 +28,22 @@ const READ_TURN: usize = 64 * 1024;
 /// idle timeout end such a connection).
 pub(super) async fn write_streams(
     conn: quinn::Connection,
-    control: mpsc::UnboundedReceiver<ControlCmd>,
+    mut control: mpsc::UnboundedReceiver<ControlCmd>,
     backlog: Arc<Backlog>,
     outgoing: mpsc::UnboundedReceiver<(MessageId, Bytes)>,
+    lazy: bool,
 ) {
+    // A chat/2 client opens its control stream only with HELLO, so that a
+    // connection that loses a race goes away without a frame of ours
+    // (docs/protocol.md §9.3).
+    let first = if lazy {
+        match control.recv().await {
+            Some(cmd) => Some(cmd),
+            None => return,
+        }
+    } else {
+        None
+    };
     // If the control stream cannot be opened the connection is already
     // closing, and the close watcher reports why.
     let stream = match conn.open_uni().await {
@@ -44,7 +56,7 @@ pub(super) async fn write_streams(
         }
     };
     tokio::join!(
-        write_control(stream, control, backlog),
+        write_control(stream, first, control, backlog),
         send_messages(conn, outgoing)
     );
 }
@@ -189,7 +201,13 @@ async fn read_stream(shared: Shared, stream: RecvStream) {
             }
             read_control(shared, reader).await;
         }
-        stream_type::MESSAGE => read_message(shared, reader).await,
+        stream_type::MESSAGE => {
+            // Held, unread, until the peer's opening frame has come.
+            let mut open = shared.open.subscribe();
+            if open.wait_for(|&open| open).await.is_ok() {
+                read_message(shared, reader).await;
+            }
+        }
         other => {
             debug!("ignoring stream of unknown type {other:#x}");
             let _ = reader

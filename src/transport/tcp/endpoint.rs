@@ -14,7 +14,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
 use super::{LINGER, TcpTransport};
-use crate::transport::{Limits, PeerInfo, Transport, TransportKind, handshake, listener};
+use crate::transport::{Limits, PeerInfo, Side, Transport, TransportKind, handshake, listener};
 use crate::trust::identity::Identity;
 use crate::trust::tls;
 use crate::ui::render::sanitize_line;
@@ -118,8 +118,13 @@ async fn handshake(
     let stream = tls.accept(socket).await?;
     let session = stream.get_ref().1;
     // Dropped before any frame is sent (docs/protocol.md §7).
-    handshake::check_alpn(session.alpn_protocol()).map_err(std::io::Error::other)?;
-    let peer = handshake::peer_info(from, session.peer_certificates(), TransportKind::Tcp);
+    let version = handshake::check_alpn(session.alpn_protocol()).map_err(std::io::Error::other)?;
+    let peer = handshake::peer_info(
+        from,
+        session.peer_certificates(),
+        TransportKind::Tcp,
+        version,
+    );
     Ok(Handshaken {
         stream: TlsStream::Server(stream),
         peer,
@@ -181,7 +186,7 @@ impl Handshaken {
 
     /// Admits the peer: chat/1 starts on this connection.
     pub fn start(self, limits: Limits) -> TcpTransport {
-        TcpTransport::start(self.stream, limits, self.peer.addr)
+        TcpTransport::start(self.stream, limits, &self.peer, Side::Server)
     }
 
     /// Turns the peer away with a close code and reason phrase.
@@ -192,7 +197,7 @@ impl Handshaken {
             max_message_size: 0,
             idle_timeout: LINGER * 2,
         };
-        let mut transport = TcpTransport::start(self.stream, limits, self.peer.addr);
+        let mut transport = TcpTransport::start(self.stream, limits, &self.peer, Side::Server);
         transport.close(code, reason).await;
         transport.finish().await;
     }
@@ -212,10 +217,20 @@ pub async fn connect(
         .connect(name, socket)
         .await?;
     let session = stream.get_ref().1;
-    handshake::check_alpn(session.alpn_protocol()).map_err(std::io::Error::other)?;
-    let peer = handshake::peer_info(addr, session.peer_certificates(), TransportKind::Tcp);
+    let version = handshake::check_alpn(session.alpn_protocol()).map_err(std::io::Error::other)?;
+    let peer = handshake::peer_info(
+        addr,
+        session.peer_certificates(),
+        TransportKind::Tcp,
+        version,
+    );
     Ok((
-        TcpTransport::start(TlsStream::Client(stream), limits.clone(), addr),
+        TcpTransport::start(
+            TlsStream::Client(stream),
+            limits.clone(),
+            &peer,
+            Side::Client,
+        ),
         peer,
     ))
 }

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 use tracing::warn;
 
-use super::{Disconnect, Event, Limits, Transport};
+use super::{Disconnect, Event, Limits, Opening, PeerInfo, Side, Transport};
 use crate::protocol::codec::{self, Frame};
 use crate::protocol::{MessageId, clip_reason, close_code, reject_code};
 pub use endpoint::{Handshaken, Listener, TcpSetupError, connect};
@@ -72,20 +72,24 @@ pub struct TcpTransport {
     writer: Writer,
     reader: Reader,
     messages: Reassembly,
+    /// chat/2's opening frames (HELLO, WELCOME) and their order.
+    opening: Opening,
 }
 
 impl TcpTransport {
-    /// Starts chat/1 on an established TLS stream.
-    fn start(io: Stream, limits: Limits, peer: SocketAddr) -> Self {
+    /// Starts the chat protocol the handshake chose on an established TLS
+    /// stream.
+    fn start(io: Stream, limits: Limits, peer: &PeerInfo, side: Side) -> Self {
         TcpTransport {
             io,
-            peer,
+            peer: peer.addr,
             end: None,
             reported: false,
             events: VecDeque::new(),
             writer: Writer::new(limits.idle_timeout / 3),
-            reader: Reader::new(limits.idle_timeout),
+            reader: Reader::new(limits.idle_timeout, peer.version),
             messages: Reassembly::new(limits.max_message_size),
+            opening: Opening::new(peer.version, side),
         }
     }
 
@@ -167,6 +171,9 @@ impl TcpTransport {
     }
 
     fn handle(&mut self, frame: Frame) {
+        if let Err(reason) = self.opening.check(&frame) {
+            return self.violation(reason);
+        }
         match frame {
             Frame::Ack { id } => self.events.push_back(Event::Ack { id }),
             Frame::Reject { id, code, reason } => {
@@ -187,6 +194,24 @@ impl TcpTransport {
                     reason: codec::reason_text(&reason),
                 });
             }
+            Frame::Hello {
+                idle_timeout_ms,
+                token,
+            } => self.events.push_back(Event::Hello {
+                idle_timeout_ms,
+                token,
+            }),
+            Frame::Welcome {
+                token,
+                resume_window_ms,
+                resumed,
+                idle_timeout_ms,
+            } => self.events.push_back(Event::Welcome {
+                token,
+                resume_window_ms,
+                resumed,
+                idle_timeout_ms,
+            }),
             Frame::Ping | Frame::Unknown { .. } => {}
         }
     }
@@ -280,6 +305,14 @@ impl TcpTransport {
     }
 }
 
+impl TcpTransport {
+    /// See [`Link::abandon`](super::Link::abandon): close_notify and FIN,
+    /// nothing else.
+    pub(super) async fn abandon(mut self) {
+        let _ = tokio::time::timeout(LINGER, self.io.shutdown()).await;
+    }
+}
+
 impl Transport for TcpTransport {
     fn send(&mut self, id: MessageId, body: Bytes) {
         if self.end.is_none() {
@@ -298,6 +331,17 @@ impl Transport for TcpTransport {
             let reason = Bytes::copy_from_slice(clip_reason(reason).as_bytes());
             self.writer.control(&Frame::Reject { id, code, reason });
         }
+    }
+
+    fn send_control(&mut self, frame: Frame) {
+        if self.end.is_none() {
+            self.writer.control(&frame);
+        }
+    }
+
+    fn set_idle_timeout(&mut self, idle: Duration) {
+        self.reader.set_idle_timeout(idle);
+        self.writer.set_ping_every(idle / 3);
     }
 
     fn flush(&mut self) {

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use super::{MAX_IN_PROGRESS, Stream};
-use crate::protocol::codec::{CodecError, Frame, FrameDecoder};
+use crate::protocol::codec::{CodecError, Frame, FrameDecoder, Version};
 use crate::protocol::received::ReceivedIds;
 use crate::protocol::{Body, MessageId};
 
@@ -31,6 +31,7 @@ pub(super) struct Reader {
     last_frame: Instant,
     idle: Pin<Box<Sleep>>,
     idle_timeout: Duration,
+    version: Version,
 }
 
 /// What one read from the socket gave.
@@ -45,19 +46,27 @@ pub(super) enum Fill {
 }
 
 impl Reader {
-    pub(super) fn new(idle_timeout: Duration) -> Self {
+    pub(super) fn new(idle_timeout: Duration, version: Version) -> Self {
         Reader {
             buf: BytesMut::with_capacity(64 * 1024),
             this_turn: 0,
             last_frame: Instant::now(),
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
+            version,
         }
     }
 
     /// The next whole frame already read, if any.
     pub(super) fn next_frame(&mut self) -> Result<Option<Frame>, CodecError> {
-        FrameDecoder.decode(&mut self.buf)
+        FrameDecoder.decode_as(self.version, &mut self.buf)
+    }
+
+    /// A new idle timeout, agreed with the peer; it counts from the last
+    /// frame heard, as before.
+    pub(super) fn set_idle_timeout(&mut self, idle: Duration) {
+        self.idle_timeout = idle;
+        self.idle.as_mut().reset(self.last_frame + idle);
     }
 
     /// The peer was heard from: its silence counts from now.

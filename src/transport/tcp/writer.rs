@@ -66,6 +66,12 @@ impl Writer {
         }
     }
 
+    /// Keep-alives after `every` without writing, from now on.
+    pub(super) fn set_ping_every(&mut self, every: Duration) {
+        self.ping_every = every;
+        self.ping.as_mut().reset(self.last_write + every);
+    }
+
     pub(super) fn send(&mut self, id: MessageId, body: Bytes) {
         self.waiting.push_back((id, body));
     }

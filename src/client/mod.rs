@@ -1,0 +1,268 @@
+//! Client mode: resolve the server, decide how to trust it, reach it over
+//! whichever transport works, open the chat (chat/2: HELLO, WELCOME) and
+//! chat until either side leaves.
+//!
+//! - [`addr`]: where the server is, and its name in known_hosts;
+//! - [`trust`]: pinned fingerprint, known host, or first contact;
+//! - [`race`]: QUIC first, TCP after a head start, the first to finish wins;
+//! - [`memory`]: what is remembered about reaching each server.
+
+mod addr;
+mod memory;
+mod race;
+mod trust;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tracing::{debug, info, warn};
+
+use crate::cli::{ChatArgs, TransportChoice};
+use crate::protocol::codec::Version;
+use crate::protocol::{Frame, close_code};
+use crate::session::{Role, Session};
+use crate::transport::{
+    Event, Limits, Link, PeerInfo, Transport, TransportKind, agreed_idle_timeout, millis,
+};
+use crate::trust::identity::Identity;
+use crate::trust::tls;
+use crate::ui::output::{OutputThread, Shown};
+use crate::ui::render::sanitize_line;
+use crate::ui::{self, Quit, UserIo};
+pub use addr::{host_key, resolve};
+use memory::{Key, Memory};
+use race::{AttemptError, Failure, Plan, Won};
+use trust::{Trust, TrustSource};
+
+/// How long the output may go without taking anything before the client
+/// exits without waiting for it (a stdout that nobody reads).
+const OUTPUT_STALL: Duration = Duration::from_secs(2);
+
+/// How long the server has to answer HELLO with WELCOME (docs/protocol.md
+/// §9.3).
+const WELCOME_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The user's I/O and the thread that writes its output.
+type Io = (UserIo, OutputThread);
+
+/// Runs the client until the chat ends or `quit` (Ctrl-C, /quit). Returns
+/// the process exit status.
+pub async fn run(args: &ChatArgs, limits: Limits, quit: Quit) -> Result<u8> {
+    // Scripts see each connection attempt as an event, so their output
+    // starts now; at a terminal the line editor starts only after the trust
+    // question, and attempts are told on stderr.
+    let interactive = !args.json && ui::terminal::is_interactive();
+    let mut io = (!interactive).then(|| ui::stdio(args.json, false, &quit));
+    let result = connect_and_chat(args, limits, quit, &mut io).await;
+    if let Some((mut io, output)) = io {
+        io.out.finish();
+        if !output.close(OUTPUT_STALL) {
+            warn!("standard output took nothing for {OUTPUT_STALL:?}; leaving without it");
+        }
+    }
+    result
+}
+
+async fn connect_and_chat(
+    args: &ChatArgs,
+    limits: Limits,
+    mut quit: Quit,
+    io: &mut Option<Io>,
+) -> Result<u8> {
+    let home = crate::trust::identity::home_dir(args.home.as_deref());
+    let me = identity(&home)?;
+    let host = host_key(&args.addr, args.port)?;
+    let trust = Trust::decide(args, &home, host.clone())?;
+    let config = tls::client_config(trust.verifier.clone(), Some(&me))?;
+    let addrs = resolve(&args.addr, args.port).await?;
+    let memory = Memory::in_home(&home);
+    let key = Key::new(&host, addrs[0]);
+    let known = key.as_ref().map(|k| memory.recall(k)).unwrap_or_default();
+    let plan = Plan {
+        kinds: args.transport.kinds(),
+        addrs,
+        delay: known.delay(),
+        together: args.transport == TransportChoice::Auto && known.together(),
+    };
+    let announce = |kind: TransportKind, addr| {
+        info!(%addr, transport = %kind, "connecting");
+        match io.as_mut() {
+            Some((io, _)) => io.out.show_now(Shown::Connecting {
+                transport: kind,
+                addr,
+            }),
+            None => eprintln!("connecting to {addr} over {kind}… (Ctrl-C to give up)"),
+        }
+    };
+    let mut ctrl_c = quit.clone();
+    let won = tokio::select! {
+        won = race::race(&plan, &config, &limits, announce) => won,
+        () = ctrl_c.wait() => bail!("interrupted while connecting to {}", args.addr),
+    };
+    let won = match won {
+        Ok(won) => won,
+        Err(failures) => {
+            if let Some(f) = failures.first() {
+                trust.check_seen(&f.addr)?;
+            }
+            return Err(unreachable(args, &failures));
+        }
+    };
+    if let Some(key) = &key {
+        let rounds = match won.peer.transport {
+            TransportKind::Quic => 1,
+            // TCP's handshake, then TLS 1.3's.
+            TransportKind::Tcp => 2,
+        };
+        memory.note(key, won.took / rounds, won.quic_unanswered);
+    }
+    if let Some(why) = &won.fallback {
+        info!("using TCP: {why}");
+    }
+    chat(args, &limits, &trust, won, io, &mut quit).await
+}
+
+/// Explains why no attempt worked, with what the user can do about it.
+fn unreachable(args: &ChatArgs, failures: &[Failure]) -> anyhow::Error {
+    let all = |pred: &dyn Fn(&Failure) -> bool| !failures.is_empty() && failures.iter().all(pred);
+    let listed = failures
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if args.transport == TransportChoice::Quic
+        && all(&|f| matches!(f.error, AttemptError::NoAnswer))
+    {
+        return anyhow!(
+            "no answer over QUIC from {} within {} s: UDP may be blocked on this network, or no \
+             server listens there; try --transport auto (the default) or --transport tcp",
+            args.addr,
+            race::CONNECT_TIMEOUT.as_secs()
+        );
+    }
+    let refused = failures
+        .iter()
+        .any(|f| matches!(f.error, AttemptError::Refused));
+    if refused
+        && all(&|f| {
+            matches!(f.error, AttemptError::Refused)
+                || (f.kind == TransportKind::Quic && matches!(f.error, AttemptError::NoAnswer))
+        })
+    {
+        let quic = if failures.iter().any(|f| f.kind == TransportKind::Quic) {
+            ", and no answer over QUIC"
+        } else {
+            ""
+        };
+        return anyhow!(
+            "nothing listens on {}: TCP connection refused{quic} (is the server running, and on \
+             this port?)",
+            args.addr
+        );
+    }
+    anyhow!("cannot connect to {}: {listed}", args.addr)
+}
+
+/// The chat on the connection that won: the trust question at first
+/// contact, chat/2's HELLO and WELCOME, then the session.
+async fn chat(
+    args: &ChatArgs,
+    limits: &Limits,
+    trust: &Trust,
+    won: Won,
+    io: &mut Option<Io>,
+    quit: &mut Quit,
+) -> Result<u8> {
+    let Won {
+        mut link,
+        peer,
+        fallback,
+        ..
+    } = won;
+    if let TrustSource::FirstContact = trust.source
+        && let Err(e) = tokio::select! {
+            verdict = trust.first_contact(&peer, args.json, args.accept_new) => verdict,
+            never = link.hold() => match never {},
+        }
+    {
+        link.close(close_code::NO_ERROR, "server not trusted").await;
+        link.finish().await;
+        return Err(e);
+    }
+    let (io, _) = io.get_or_insert_with(|| ui::stdio(args.json, false, quit));
+    let idle_timeout = match open(&mut link, &peer, limits).await {
+        Ok(idle) => idle,
+        Err(Refused(why)) => {
+            // Turned away before the chat began (BUSY, UNAUTHORIZED, …).
+            io.out.show_now(Shown::Disconnected {
+                why,
+                unacked: Vec::new(),
+            });
+            link.finish().await;
+            return Ok(1);
+        }
+    };
+    io.out.show_now(Shown::Connected {
+        transport: peer.transport,
+        peer: peer.addr,
+        fingerprint: peer.fingerprint,
+        label: None,
+        fallback,
+    });
+    let mut session = Session::new(Role::Client, idle_timeout);
+    let outcome = session.run(&mut link, io, quit).await;
+    link.finish().await;
+    Ok(if outcome.disconnect.is_normal() { 0 } else { 1 })
+}
+
+/// The server did not let the chat begin, and why.
+struct Refused(crate::transport::Disconnect);
+
+/// Opens the chat: on chat/2, HELLO, then the server's WELCOME (or its
+/// refusal). Returns the idle timeout agreed with the server.
+async fn open(link: &mut Link, peer: &PeerInfo, limits: &Limits) -> Result<Duration, Refused> {
+    if peer.version == Version::V1 {
+        return Ok(limits.idle_timeout);
+    }
+    link.send_control(Frame::Hello {
+        idle_timeout_ms: millis(limits.idle_timeout),
+        token: None,
+    });
+    link.flush();
+    match tokio::time::timeout(WELCOME_DEADLINE, link.next_event()).await {
+        Ok(Event::Welcome {
+            idle_timeout_ms, ..
+        }) => {
+            let idle = agreed_idle_timeout(limits.idle_timeout, idle_timeout_ms);
+            link.set_idle_timeout(idle);
+            debug!(?idle, "chat/2: welcomed");
+            Ok(idle)
+        }
+        Ok(Event::Closed(why)) => Err(Refused(why)),
+        Ok(_) => {
+            let reason = "the server sent something before WELCOME";
+            link.close(close_code::PROTOCOL_ERROR, reason).await;
+            Err(Refused(crate::transport::Disconnect::Violation {
+                reason: reason.into(),
+            }))
+        }
+        Err(_) => {
+            let reason = format!("no WELCOME within {} s", WELCOME_DEADLINE.as_secs());
+            warn!("protocol error: {}", sanitize_line(&reason));
+            link.close(close_code::PROTOCOL_ERROR, &reason).await;
+            Err(Refused(crate::transport::Disconnect::Violation { reason }))
+        }
+    }
+}
+
+/// The client's own identity, created in its home on first use.
+pub fn identity(home: &Path) -> Result<Identity> {
+    let dir = Identity::client_dir(home);
+    Identity::load_or_create(&dir, &["chat-client".to_string()]).with_context(|| {
+        format!(
+            "cannot load or create the client identity in {}",
+            dir.display()
+        )
+    })
+}
