@@ -65,7 +65,7 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TransportChoice {
     /// Server: QUIC and TCP on the same port at once; client: QUIC first,
-    /// TCP too if QUIC does not answer quickly (docs/protocol.md §11).
+    /// TCP too if QUIC does not answer quickly (docs/protocol.md §13).
     Auto,
     /// QUIC only.
     Quic,

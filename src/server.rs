@@ -9,7 +9,7 @@
 //! decides, for each finished handshake, whether the peer is admitted or
 //! refused, so a refusal never waits on the open chat and the open chat
 //! never waits on a refusal. On chat/2 a connection becomes a client only
-//! with its HELLO (docs/protocol.md §9.3): each waits for it in a task of
+//! with its HELLO (docs/protocol.md §12.3): each waits for it in a task of
 //! its own, and one that goes away before it (a client's race loser) is
 //! never reported; BUSY is decided when HELLO arrives. A chat/1 connection
 //! counts as a HELLO at the end of its handshake.
@@ -39,7 +39,7 @@ use crate::ui::output::{Output, Shown};
 use crate::ui::render::sanitize_line;
 use crate::ui::{Quit, UserIo};
 
-/// How long a chat/2 connection has to send HELLO (docs/protocol.md §9.3).
+/// How long a chat/2 connection has to send HELLO (docs/protocol.md §12.3).
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// chat/2 connections waiting for their HELLO at once; more are closed at
@@ -355,7 +355,7 @@ fn refused(peer: &PeerInfo, code: u64) -> Shown {
 }
 
 /// A fresh session token: 16 bytes from the TLS stack's secure random
-/// generator (docs/protocol.md §9.2).
+/// generator (docs/protocol.md §12.2).
 fn new_token() -> Token {
     let mut t = [0u8; TOKEN_LEN];
     let provider = rustls::crypto::ring::default_provider();

@@ -1,6 +1,6 @@
 //! What the client remembers about reaching each server, in `reach` in its
 //! home: the last round-trip time (it sets QUIC's head start, 1.5 × that
-//! within 100 ms … 2 s, docs/protocol.md §11), and whether QUIC went
+//! within 100 ms … 2 s, docs/protocol.md §13), and whether QUIC went
 //! unanswered from this local network, so that the next attempts start TCP
 //! together with QUIC for a while (5 minutes, doubling each time QUIC fails
 //! again once it is tried first again), as browsers do.

@@ -13,7 +13,7 @@ mod race;
 mod trust;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use tracing::{debug, info, warn};
@@ -26,7 +26,7 @@ use crate::transport::{
     Event, Limits, Link, PeerInfo, Transport, TransportKind, agreed_idle_timeout, millis,
 };
 use crate::trust::identity::Identity;
-use crate::trust::tls;
+use crate::trust::tls::{self, FingerprintVerifier, ServerTrust};
 use crate::ui::output::{OutputThread, Shown};
 use crate::ui::render::sanitize_line;
 use crate::ui::{self, Quit, UserIo};
@@ -39,8 +39,12 @@ use trust::{Trust, TrustSource};
 /// exits without waiting for it (a stdout that nobody reads).
 const OUTPUT_STALL: Duration = Duration::from_secs(2);
 
+/// An answer to the trust question later than this is given on a new
+/// connection: the server waits 10 s for HELLO (docs/protocol.md §12.3).
+const ANSWER_IN_TIME: Duration = Duration::from_secs(7);
+
 /// How long the server has to answer HELLO with WELCOME (docs/protocol.md
-/// §9.3).
+/// §12.3).
 const WELCOME_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The user's I/O and the thread that writes its output.
@@ -120,7 +124,48 @@ async fn connect_and_chat(
     if let Some(why) = &won.fallback {
         info!("using TCP: {why}");
     }
-    chat(args, &limits, &trust, won, io, &mut quit).await
+    let won = match trust.source {
+        TrustSource::FirstContact => {
+            let asked = Instant::now();
+            let mut won = won;
+            if let Err(e) = tokio::select! {
+                verdict = trust.first_contact(&won.peer, args.json, args.accept_new) => verdict,
+                never = won.link.hold() => match never {},
+            } {
+                won.link
+                    .close(close_code::NO_ERROR, "server not trusted")
+                    .await;
+                won.link.finish().await;
+                return Err(e);
+            }
+            if asked.elapsed() < ANSWER_IN_TIME {
+                won
+            } else {
+                // The server gives a connection 10 s to say HELLO; a person
+                // may take longer to decide. Now that the server is
+                // trusted, a new connection to it is verified like any
+                // other, and the old one goes without a frame.
+                info!(
+                    "the trust question took {:?}; connecting again",
+                    asked.elapsed()
+                );
+                won.link.abandon().await;
+                let fp = won
+                    .peer
+                    .fingerprint
+                    .context("the server presented no certificate")?;
+                let pinned = FingerprintVerifier::new(ServerTrust::Pinned(fp));
+                let config = tls::client_config(pinned, Some(&me))?;
+                let again = tokio::select! {
+                    won = race::race(&plan, &config, &limits, |_, _| {}) => won,
+                    () = ctrl_c.wait() => bail!("interrupted while connecting to {}", args.addr),
+                };
+                again.map_err(|failures| unreachable(args, &failures))?
+            }
+        }
+        _ => won,
+    };
+    chat(args, &limits, won, io, &mut quit).await
 }
 
 /// Explains why no attempt worked, with what the user can do about it.
@@ -164,12 +209,11 @@ fn unreachable(args: &ChatArgs, failures: &[Failure]) -> anyhow::Error {
     anyhow!("cannot connect to {}: {listed}", args.addr)
 }
 
-/// The chat on the connection that won: the trust question at first
-/// contact, chat/2's HELLO and WELCOME, then the session.
+/// The chat on the connection that won: chat/2's HELLO and WELCOME, then
+/// the session.
 async fn chat(
     args: &ChatArgs,
     limits: &Limits,
-    trust: &Trust,
     won: Won,
     io: &mut Option<Io>,
     quit: &mut Quit,
@@ -180,16 +224,6 @@ async fn chat(
         fallback,
         ..
     } = won;
-    if let TrustSource::FirstContact = trust.source
-        && let Err(e) = tokio::select! {
-            verdict = trust.first_contact(&peer, args.json, args.accept_new) => verdict,
-            never = link.hold() => match never {},
-        }
-    {
-        link.close(close_code::NO_ERROR, "server not trusted").await;
-        link.finish().await;
-        return Err(e);
-    }
     let (io, _) = io.get_or_insert_with(|| ui::stdio(args.json, false, quit));
     let idle_timeout = match open(&mut link, &peer, limits).await {
         Ok(idle) => idle,

@@ -1,4 +1,4 @@
-//! Reaching the server (docs/protocol.md §11): QUIC first, TCP too once QUIC
+//! Reaching the server (docs/protocol.md §13): QUIC first, TCP too once QUIC
 //! has had a short head start or has failed; the addresses of a host name
 //! interleaved by family as RFC 8305 does; the first handshake to finish
 //! wins, and the others are closed without a frame of the chat protocol.
@@ -260,7 +260,7 @@ fn why_not_quic(
 
 /// Closes the attempts that lost: those still running are dropped, those
 /// that finished too are closed without a frame of the chat protocol
-/// (docs/protocol.md §9.3).
+/// (docs/protocol.md §12.3).
 async fn abandon_the_rest(mut tasks: JoinSet<Outcome>) {
     tasks.abort_all();
     while let Some(joined) = tasks.join_next().await {

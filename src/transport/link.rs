@@ -22,7 +22,7 @@ impl Link {
     /// Closes a connection on which no frame of the chat protocol was sent
     /// (one that lost a client's race): over QUIC with CONNECTION_CLOSE
     /// NO_ERROR, over TCP with TLS close_notify alone (docs/protocol.md
-    /// §9.3). What is left of it finishes in the background.
+    /// §12.3). What is left of it finishes in the background.
     pub async fn abandon(self) {
         match self {
             Link::Quic(t) => t.abandon(),

@@ -81,7 +81,7 @@ impl Side {
 }
 
 /// Where a connection stands with chat/2's opening frames (docs/protocol.md
-/// §9.3): before HELLO (at a server) or WELCOME (at a client) only PING,
+/// §12.3): before HELLO (at a server) or WELCOME (at a client) only PING,
 /// CLOSE and unknown frames may come; that frame comes once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Opening {
@@ -217,7 +217,7 @@ impl Drop for Tasks {
 }
 
 /// The idle timeout two chat/2 peers agree on: the smaller non-zero one of
-/// ours and theirs (`theirs_ms` 0: the peer has none; docs/protocol.md §9.1).
+/// ours and theirs (`theirs_ms` 0: the peer has none; docs/protocol.md §12.4).
 pub fn agreed_idle_timeout(ours: Duration, theirs_ms: u64) -> Duration {
     if theirs_ms == 0 {
         ours

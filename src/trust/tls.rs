@@ -18,7 +18,7 @@ use crate::trust::identity::{Fingerprint, Identity};
 
 /// The ALPN protocol id of chat/1.
 pub const ALPN_V1: &[u8] = b"chat/1";
-/// The ALPN protocol id of chat/2 (docs/protocol.md §9), preferred.
+/// The ALPN protocol id of chat/2 (docs/protocol.md §12), preferred.
 pub const ALPN_V2: &[u8] = b"chat/2";
 
 /// What we offer and accept, most preferred first.

@@ -192,7 +192,7 @@ pub(super) async fn read_control(shared: Shared, mut reader: StreamReader) {
             }
             if opened {
                 // Message streams that came before HELLO (or WELCOME) were
-                // held unread until now (docs/protocol.md §9.3).
+                // held unread until now (docs/protocol.md §12.3).
                 shared.open.send_replace(true);
             }
         }

@@ -141,10 +141,9 @@ impl QuicTransport {
             side,
             open: Arc::new(watch::channel(opening.is_open()).0),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(watch_close(shared.clone())),
             tokio::spawn(accept_streams(shared.clone())),
-            tokio::spawn(control_deadline(shared.clone())),
             tokio::spawn(write_streams(
                 conn.clone(),
                 control_rx,
@@ -153,6 +152,10 @@ impl QuicTransport {
                 side == Side::Client && peer.version == Version::V2,
             )),
         ];
+        if peer.version == Version::V1 {
+            // On chat/2 the deadlines for HELLO and WELCOME cover it.
+            tasks.push(tokio::spawn(control_deadline(shared.clone())));
+        }
         QuicTransport {
             conn,
             endpoint,

@@ -35,7 +35,7 @@ pub(super) async fn write_streams(
 ) {
     // A chat/2 client opens its control stream only with HELLO, so that a
     // connection that loses a race goes away without a frame of ours
-    // (docs/protocol.md §9.3).
+    // (docs/protocol.md §12.3).
     let first = if lazy {
         match control.recv().await {
             Some(cmd) => Some(cmd),
