@@ -5,16 +5,14 @@
 //! PROTOCOL_ERROR (code 2) and a reason where the protocol asks for it, leave
 //! any open chat alone, and chat normally with the next client.
 
-mod common;
-#[path = "common/hostile.rs"]
-mod hostile;
+mod peer;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat::protocol::codec::{Frame, VARINT_MAX};
-use common::*;
-use hostile::*;
+use peer::*;
+use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 

@@ -2,13 +2,11 @@
 //! reads keeps acknowledging, turns a second client away promptly and still
 //! stops on Ctrl-C; and every client turned away is an event (`refused`).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 both_transports!(
     server_whose_stdout_is_never_read_keeps_serving,

@@ -1,8 +1,6 @@
 //! Limits: messages over the receiver's --max-message-size are rejected.
 
-mod common;
-
-use common::*;
+use support::*;
 
 both_transports!(too_large_message_rejected_both_directions);
 

@@ -1,10 +1,8 @@
 //! Messages and acknowledgements: content, sizes, ids, pipelining.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use support::*;
 
 both_transports!(
     messages_both_directions,

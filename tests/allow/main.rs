@@ -2,12 +2,10 @@
 //! client identities; others are closed with UNAUTHORIZED (code 3), which
 //! is decided before BUSY.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 
-use common::*;
+use support::*;
 
 both_transports!(
     allow_flags_admit_listed_clients_and_refuse_others,

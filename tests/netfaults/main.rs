@@ -3,7 +3,7 @@
 //!
 //! The server runs in one network namespace and the client in another,
 //! joined by a veth pair with private addresses that exist only inside those
-//! namespaces (see `common/netns.rs`); loss and cuts are nftables rules
+//! namespaces (see `netns.rs` beside this file); loss and cuts are nftables rules
 //! inside them. This needs root, `ip` (iproute2) and `nft` (nftables):
 //! without them each namespace test prints `SKIPPED: <reason>` on stderr and
 //! returns (set `CHAT_NETFAULTS_REQUIRED=1` to make that a failure instead).
@@ -11,16 +11,14 @@
 //!
 //! Run just these: `cargo test --test netfaults` (as root).
 
-mod common;
-#[path = "common/netns.rs"]
 mod netns;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use netns::NetPair;
 use serde_json::Value;
+use support::*;
 
 both_transports!(
     loss_5_percent_500_messages_each_way,

@@ -4,8 +4,6 @@
 //!
 //! Every test is run for both transports through [`both_transports!`].
 
-#![allow(dead_code)]
-
 pub mod pty;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -55,7 +53,7 @@ macro_rules! both_transports {
             $(
                 #[test]
                 fn $name() {
-                    super::$name($crate::common::Transport::Quic)
+                    super::$name($crate::Transport::Quic)
                 }
             )*
         }
@@ -63,7 +61,7 @@ macro_rules! both_transports {
             $(
                 #[test]
                 fn $name() {
-                    super::$name($crate::common::Transport::Tcp)
+                    super::$name($crate::Transport::Tcp)
                 }
             )*
         }
@@ -219,8 +217,36 @@ impl Launch {
     }
 }
 
-pub fn chat_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_chat")
+/// The `chat` binary under test.
+///
+/// `CARGO_BIN_EXE_chat` is set at compile time only for the `chat`
+/// package's own test targets, not for this crate, so the binary is found
+/// as `assert_cmd` finds it: a run-time `CARGO_BIN_EXE_chat` if there is
+/// one, else `chat` in the profile directory the running test lives under
+/// (`target/<profile>/deps/<test>-<hash>` -> `target/<profile>/chat`).
+/// Cargo builds the package's binaries before its integration tests.
+pub fn chat_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CARGO_BIN_EXE_chat") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("the test's own path");
+        let mut dir = exe
+            .parent()
+            .expect("the test binary lives in a directory")
+            .to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let bin = dir.join(format!("chat{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.is_file(),
+            "no chat binary at {} (set CARGO_BIN_EXE_chat to its path)",
+            bin.display()
+        );
+        bin
+    })
 }
 
 impl Peer {
@@ -247,9 +273,12 @@ impl Peer {
         for (k, v) in &envs {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("[{label}] cannot spawn {} {args:?}: {e}", chat_bin()));
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "[{label}] cannot spawn {} {args:?}: {e}",
+                chat_bin().display()
+            )
+        });
 
         // stdin writer thread
         let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>();
@@ -737,7 +766,7 @@ impl Peer {
                 .iter()
                 .map(|(k, v)| format!("{k}={v} "))
                 .collect::<String>(),
-            chat_bin(),
+            chat_bin().display(),
             self.args.join(" ")
         );
         if let Some(e) = self.write_error.lock().unwrap().as_ref() {

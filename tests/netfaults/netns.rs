@@ -1,4 +1,4 @@
-//! Network namespaces for the network-fault tests (`tests/netfaults.rs`).
+//! Network namespaces for the network-fault tests (the `netfaults` suite).
 //!
 //! [`NetPair`] makes two fresh network namespaces `chat-<pid>-<n>-a` and
 //! `…-b`, joined by a veth pair with private addresses that exist only
@@ -19,7 +19,7 @@
 //! * [`NetPair::restore`] removes every rule.
 //!
 //! Processes are started inside a namespace by [`NetPair::spawn`], a thin
-//! wrapper around [`Peer::spawn`] from `common`: a short-lived thread joins
+//! wrapper around [`Peer::spawn`] from `support`: a short-lived thread joins
 //! the namespace (`setns(2)`, what `ip netns exec` does) and spawns the
 //! `chat` binary from there, so the child lives in the namespace while the
 //! `Peer` plumbing (JSON events, diagnostics, kill on drop) is the shared one.
@@ -44,7 +44,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
-use crate::common::{Launch, Peer, TempDir, Transport, await_listening, server_args};
+use support::{Launch, Peer, TempDir, Transport, await_listening, server_args};
 
 /// Which end of a [`NetPair`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

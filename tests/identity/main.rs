@@ -1,11 +1,9 @@
 //! Identities: fingerprint pinning, `chat cert`, `chat id`, and private
 //! key permissions.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use support::*;
 
 both_transports!(
     wrong_fingerprint_is_refused_and_server_goes_on,

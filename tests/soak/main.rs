@@ -3,12 +3,10 @@
 //! (from /proc). The CI variants are short; the full-size runs are ignored
 //! tests: `cargo test --release --test soak -- --ignored`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 /// Resident memory of a process, in KiB (VmRSS in /proc/PID/status).
 fn rss_kib(pid: u32) -> u64 {

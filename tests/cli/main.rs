@@ -1,8 +1,6 @@
 //! Command line: environment fallbacks, address forms, usage errors.
 
-mod common;
-
-use common::*;
+use support::*;
 
 both_transports!(
     env_mode_server_without_mode_flag,

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::chat_bin;
+use crate::chat_bin;
 
 /// How to set up the terminal of a [`PtyPeer`].
 #[derive(Clone, Debug)]
@@ -306,9 +306,12 @@ impl PtyPeer {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("[{label}] cannot spawn {} {args:?}: {e}", chat_bin()));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "[{label}] cannot spawn {} {args:?}: {e}",
+                chat_bin().display()
+            )
+        });
         // Only the child may hold the slave side now, so that reading the
         // master ends (EIO) when the child is gone.
         drop(cmd);
@@ -616,7 +619,7 @@ impl PtyPeer {
             "[{}] pid {} ({status}) on a pty\n  command: {} {}\n  terminal ({} chars, tail):\n{}\n{}  window titles set: {titles:?}; queries answered: {queries}\n",
             self.label,
             self.child.id(),
-            chat_bin(),
+            chat_bin().display(),
             self.args.join(" "),
             text.len(),
             text[start..]

@@ -1,10 +1,8 @@
 //! Sessions: one client at a time, clients in turn, crashes, ends of chat.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 both_transports!(
     second_client_gets_busy_and_first_chat_goes_on,

@@ -6,12 +6,10 @@
 //! sequence. The other end is usually a `--json` process (so arbitrary bytes
 //! can be sent), once a second terminal.
 
-mod common;
-
 use std::time::Duration;
 
-use common::pty::{PtyOptions, PtyPeer, Screen, TermEvents};
-use common::*;
+use support::pty::{PtyOptions, PtyPeer, Screen, TermEvents};
+use support::*;
 
 both_transports!(
     partial_line_survives_an_incoming_message,

@@ -2,12 +2,10 @@
 //! at a terminal), the known-hosts list, changed keys and `chat forget`,
 //! pins and `--insecure`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::pty::PtyPeer;
-use common::*;
+use support::pty::PtyPeer;
+use support::*;
 
 both_transports!(
     first_contact_without_accept_new_is_refused,
