@@ -36,7 +36,7 @@ fn tcp_random_bytes_instead_of_client_hello() {
         mut client,
         addr,
         fingerprint,
-    } = start_chat(Transport::Tcp, &[], &[]);
+    } = start_chat(TransportKind::Tcp, &[], &[]);
     exchange(&mut client, &mut server, 0, "before the garbage");
 
     let mut random = pseudo_random_bytes(4096, 7);
@@ -88,7 +88,7 @@ fn tcp_random_bytes_instead_of_client_hello() {
     exchange(&mut client, &mut server, 1, "the chat goes on");
     exchange(&mut server, &mut client, 0, "still here");
     finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Tcp);
 }
 
 /// A TLS client offering another ALPN, or none, is refused: the handshake
@@ -103,7 +103,7 @@ fn tcp_wrong_or_missing_alpn_is_refused() {
         mut client,
         addr,
         fingerprint,
-    } = start_chat(Transport::Tcp, &[], &[]);
+    } = start_chat(TransportKind::Tcp, &[], &[]);
     exchange(&mut client, &mut server, 0, "before");
 
     let offers: [(&str, &[&[u8]]); 2] = [("ALPN http/1.1", &[b"http/1.1"]), ("no ALPN", &[])];
@@ -149,7 +149,7 @@ fn tcp_wrong_or_missing_alpn_is_refused() {
     exchange(&mut client, &mut server, 1, "after");
     exchange(&mut server, &mut client, 0, "reply");
     finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Tcp);
 }
 
 /// Reads a client TLS stream to its end.
@@ -182,15 +182,15 @@ impl HostileTcpRead<'_> {
 fn tcp_slowloris_while_a_client_chats() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
     let (mut idle, local) = rt.block_on(async {
         let s = TcpStream::connect(sock(&addr)).await.expect("TCP connect");
         let local = s.local_addr().unwrap().to_string();
         (s, local)
     });
 
-    let mut client = start_client(Transport::Tcp, &addr, &fp, &[]);
-    await_connected(&mut server, &mut client, Transport::Tcp, &fp);
+    let mut client = start_client(TransportKind::Tcp, &addr, &fp, &[]);
+    await_connected(&mut server, &mut client, TransportKind::Tcp, &fp);
     exchange(&mut client, &mut server, 0, "while someone hangs around");
     exchange(&mut server, &mut client, 0, "answer");
 
@@ -204,7 +204,7 @@ fn tcp_slowloris_while_a_client_chats() {
 
     exchange(&mut client, &mut server, 1, "after it was dropped");
     finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
 }
 
 /// Many stalled connections at once (silent, or stuck in the middle of a
@@ -214,7 +214,7 @@ fn tcp_slowloris_while_a_client_chats() {
 fn tcp_many_idle_connections_at_once() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
     let mut partial_hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
     partial_hello.extend(pseudo_random_bytes(10, 3));
     let mut idle: Vec<(TcpStream, String)> = rt.block_on(async {
@@ -232,8 +232,8 @@ fn tcp_many_idle_connections_at_once() {
         v
     });
 
-    let mut client = start_client(Transport::Tcp, &addr, &fp, &[]);
-    await_connected(&mut server, &mut client, Transport::Tcp, &fp);
+    let mut client = start_client(TransportKind::Tcp, &addr, &fp, &[]);
+    await_connected(&mut server, &mut client, TransportKind::Tcp, &fp);
     exchange(&mut client, &mut server, 0, "thirty stalled connections");
     exchange(&mut server, &mut client, 0, "do not bother us");
 
@@ -251,7 +251,7 @@ fn tcp_many_idle_connections_at_once() {
 
     exchange(&mut client, &mut server, 1, "still chatting");
     finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
 }
 
 // ===========================================================================
@@ -266,7 +266,7 @@ fn tcp_many_idle_connections_at_once() {
 fn tcp_protocol_error_case(setup: &[u8], acked: &[u64], bad: &[u8], any: &[&str]) {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
     let mut h = rt.block_on(HostileTcp::connect(&addr));
     wait_connected_from(&mut server, &h.local);
     rt.block_on(async {
@@ -286,7 +286,7 @@ fn tcp_protocol_error_case(setup: &[u8], acked: &[u64], bad: &[u8], any: &[&str]
     let line = wait_log_line(&mut server, &h.local, "protocol error", any);
     eprintln!("close reason {reason:?}; log: {line}");
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
 }
 
 /// DATA whose length is 2^62-1 (`ff ff ff ff ff ff ff ff`): refused from the
@@ -378,7 +378,7 @@ fn tcp_data_for_an_already_received_id() {
 fn tcp_end_for_an_unknown_id_is_a_message() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
     let mut h = rt.block_on(HostileTcp::connect(&addr));
     wait_connected_from(&mut server, &h.local);
     rt.block_on(async {
@@ -401,7 +401,7 @@ fn tcp_end_for_an_unknown_id_is_a_message() {
     assert_eq!(m["text"], "largest id", "{m}");
     rt.block_on(h.close_politely());
     expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
 }
 
 /// A CLOSE whose reason is not valid UTF-8 is a normal close: the server
@@ -412,7 +412,7 @@ fn tcp_end_for_an_unknown_id_is_a_message() {
 fn tcp_close_with_invalid_utf8_reason() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
     let mut h = rt.block_on(HostileTcp::connect(&addr));
     wait_connected_from(&mut server, &h.local);
     rt.block_on(async {
@@ -436,7 +436,7 @@ fn tcp_close_with_invalid_utf8_reason() {
     eprintln!("{line}");
     assert_no_raw_controls(&mut server);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
 }
 
 /// A close reason that is invalid UTF-8 and carries terminal control
@@ -459,7 +459,7 @@ fn assert_no_raw_controls(server: &mut Peer) {
 fn tcp_unknown_frame_types_are_skipped() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
     let mut h = rt.block_on(HostileTcp::connect(&addr));
     wait_connected_from(&mut server, &h.local);
     let mut bytes = raw_frame(0x21, b"hello");
@@ -481,7 +481,7 @@ fn tcp_unknown_frame_types_are_skipped() {
     assert_eq!(m["text"], "split message", "{m}");
     rt.block_on(h.close_politely());
     expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
 }
 
 /// A peer that completes the handshake and then says nothing is dropped at
@@ -491,7 +491,7 @@ fn tcp_unknown_frame_types_are_skipped() {
 fn tcp_silent_peer_after_handshake_is_dropped_at_idle_timeout() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &["--idle-timeout", "3"]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &["--idle-timeout", "3"]);
     let mut h = rt.block_on(HostileTcp::connect(&addr));
     wait_connected_from(&mut server, &h.local);
     rt.block_on(async {
@@ -506,7 +506,7 @@ fn tcp_silent_peer_after_handshake_is_dropped_at_idle_timeout() {
     expect_server_disconnected(&mut server, None, &["idle"]);
     wait_log_line(&mut server, &h.local, "idle", &[]);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
 }
 
 /// While a chat is open, a hostile peer that completes the handshake and at
@@ -522,7 +522,7 @@ fn tcp_hostile_peers_while_a_chat_is_open() {
         mut client,
         addr,
         fingerprint,
-    } = start_chat(Transport::Tcp, &[], &[]);
+    } = start_chat(TransportKind::Tcp, &[], &[]);
     exchange(&mut client, &mut server, 0, "before");
 
     let mut garbage = vec![0x10];
@@ -567,7 +567,7 @@ fn tcp_hostile_peers_while_a_chat_is_open() {
         "only the real client's messages may reach the server's user"
     );
     finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Tcp);
 }
 
 // ===========================================================================
@@ -586,7 +586,7 @@ fn quic_random_datagrams() {
         mut client,
         addr,
         fingerprint,
-    } = start_chat(Transport::Quic, &[], &[]);
+    } = start_chat(TransportKind::Quic, &[], &[]);
     exchange(&mut client, &mut server, 0, "before the noise");
 
     rt.block_on(async {
@@ -636,7 +636,7 @@ fn quic_random_datagrams() {
     exchange(&mut client, &mut server, 1, "after the noise");
     exchange(&mut server, &mut client, 0, "still fine");
     finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Quic);
 }
 
 /// A QUIC client offering another ALPN, or none, never gets into a chat;
@@ -650,7 +650,7 @@ fn quic_wrong_or_missing_alpn_is_refused() {
         mut client,
         addr,
         fingerprint,
-    } = start_chat(Transport::Quic, &[], &[]);
+    } = start_chat(TransportKind::Quic, &[], &[]);
     exchange(&mut client, &mut server, 0, "before");
     let offers: [(&str, &[&[u8]]); 2] = [("ALPN http/1.1", &[b"http/1.1"]), ("no ALPN", &[])];
     for (what, alpn) in offers {
@@ -686,13 +686,13 @@ fn quic_wrong_or_missing_alpn_is_refused() {
         "only the real client should have been admitted"
     );
     finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Quic);
 }
 
 /// Starts a QUIC server and admits a hostile peer with a proper control
 /// stream; checks a first message round trip.
 fn quic_hostile_chat(rt: &tokio::runtime::Runtime) -> (Peer, String, String, HostileQuic) {
-    let (mut server, addr, fp) = start_server(Transport::Quic, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Quic, &[]);
     let mut h = rt.block_on(HostileQuic::connect_with_control(&addr));
     wait_connected_from(&mut server, &h.local);
     rt.block_on(async {
@@ -731,7 +731,7 @@ fn quic_second_control_stream() {
     let (mut server, addr, fp, h) = quic_hostile_chat(&rt);
     let _second = rt.block_on(h.open_control());
     quic_expect_protocol_error(&rt, &mut server, &h, &["control"]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// A stream of unknown type (0x21, and one with an eight-byte type) gets
@@ -765,7 +765,7 @@ fn quic_unknown_stream_type_is_stopped() {
     assert_eq!(m["text"], "after unknown streams", "{m}");
     rt.block_on(h.close_politely());
     expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// Streams that end inside their header (nothing, half a type, a type and no
@@ -800,7 +800,7 @@ fn quic_stream_ending_inside_its_header_is_ignored() {
     assert_eq!(ids.len(), 3, "only the three real messages: {ids:?}");
     rt.block_on(h.close_politely());
     expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// Finishing the control stream (FIN) while the connection lives is a
@@ -812,7 +812,7 @@ fn quic_finished_control_stream() {
     let (mut server, addr, fp, mut h) = quic_hostile_chat(&rt);
     h.control.as_mut().unwrap().finish().expect("finish");
     quic_expect_protocol_error(&rt, &mut server, &h, &["control"]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// Resetting the control stream is a protocol error too.
@@ -827,7 +827,7 @@ fn quic_reset_control_stream() {
         .reset(quinn::VarInt::from_u32(7))
         .expect("reset");
     quic_expect_protocol_error(&rt, &mut server, &h, &["control"]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// Unknown frame types on the control stream (also one split across
@@ -873,7 +873,7 @@ fn quic_unknown_frames_on_the_control_stream_are_skipped() {
     }
     rt.block_on(h.close_politely());
     expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// Frames that are errors on a control stream: DATA, END, CLOSE, lengths
@@ -884,7 +884,7 @@ fn quic_unknown_frames_on_the_control_stream_are_skipped() {
 fn quic_bad_frames_on_the_control_stream() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Quic, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Quic, &[]);
     let mut huge = vec![0x21];
     huge.extend([0xff; 8]);
     let mut over = vec![0x01];
@@ -917,7 +917,7 @@ fn quic_bad_frames_on_the_control_stream() {
         quic_expect_protocol_error(&rt, &mut server, &h, any);
         drop(h);
     }
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// A second message with an id already received is a protocol error.
@@ -928,7 +928,7 @@ fn quic_duplicate_message_id() {
     let (mut server, addr, fp, h) = quic_hostile_chat(&rt);
     rt.block_on(h.send_message(0, b"again"));
     quic_expect_protocol_error(&rt, &mut server, &h, &["twice", "duplicate", "already"]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// Streams opened as fast as stream credit allows, for a few seconds, each a
@@ -956,7 +956,7 @@ fn quic_stream_flood_within_credit() {
     assert_eq!(got.len() as u64, n - 1);
     rt.block_on(h.close_politely());
     expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// A peer that never opens its control stream is closed with PROTOCOL_ERROR
@@ -966,7 +966,7 @@ fn quic_stream_flood_within_credit() {
 fn quic_no_control_stream_is_closed_after_10_s() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Quic, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Quic, &[]);
     let h = rt.block_on(HostileQuic::connect(&addr));
     let since = Instant::now();
     wait_connected_from(&mut server, &h.local);
@@ -984,7 +984,7 @@ fn quic_no_control_stream_is_closed_after_10_s() {
     expect_server_disconnected(&mut server, Some(PROTOCOL_ERROR), &["control"]);
     wait_log_line(&mut server, &h.local, "protocol error", &["control"]);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// While a chat is open, a hostile QUIC peer that sends a message and a
@@ -999,7 +999,7 @@ fn quic_hostile_peer_while_a_chat_is_open() {
         mut client,
         addr,
         fingerprint,
-    } = start_chat(Transport::Quic, &[], &[]);
+    } = start_chat(TransportKind::Quic, &[], &[]);
     exchange(&mut client, &mut server, 0, "before");
     rt.block_on(async {
         let endpoint = quic_endpoint();
@@ -1041,7 +1041,7 @@ fn quic_hostile_peer_while_a_chat_is_open() {
         .collect();
     assert_eq!(texts, ["before", "after the intruder"]);
     finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Quic);
 }
 
 /// A QUIC close from the peer with a reason that is invalid UTF-8 and full
@@ -1069,7 +1069,7 @@ fn quic_close_with_invalid_utf8_reason() {
     eprintln!("{line}");
     assert_no_raw_controls(&mut server);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// Words one of which a reason about too many gaps in ids mentions.
@@ -1083,7 +1083,7 @@ const GAP_WORDS: &[&str] = &["gap", "fragment", "range"];
 fn tcp_too_many_gaps_in_message_ids() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
     let mut h = rt.block_on(HostileTcp::connect(&addr));
     wait_connected_from(&mut server, &h.local);
     let mut bytes = Vec::new();
@@ -1117,7 +1117,7 @@ fn tcp_too_many_gaps_in_message_ids() {
     expect_server_disconnected(&mut server, Some(PROTOCOL_ERROR), GAP_WORDS);
     wait_log_line(&mut server, &h.local, "protocol error", GAP_WORDS);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Tcp);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
 }
 
 /// The same over QUIC: one stream per message, ids 0, 2, 4, ….
@@ -1151,18 +1151,18 @@ fn quic_too_many_gaps_in_message_ids() {
     expect_server_disconnected(&mut server, Some(PROTOCOL_ERROR), GAP_WORDS);
     wait_log_line(&mut server, &h.local, "protocol error", GAP_WORDS);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, Transport::Quic);
+    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
 }
 
 /// At the log level a user gets by default (`warn`), the line reporting a
 /// protocol error still names the peer's address and what it did wrong.
-fn protocol_error_logged_at_default_level(t: Transport) {
+fn protocol_error_logged_at_default_level(t: TransportKind) {
     let rt = rt();
     let _rt = rt.enter();
     let (mut server, addr, fp) =
         start_server_with(t, "127.0.0.1", &[], &[("RUST_LOG", "warn")], true);
     let (local, what) = match t {
-        Transport::Tcp => {
+        TransportKind::Tcp => {
             let mut h = rt.block_on(HostileTcp::connect(&addr));
             wait_connected_from(&mut server, &h.local);
             rt.block_on(async {
@@ -1171,7 +1171,7 @@ fn protocol_error_logged_at_default_level(t: Transport) {
             });
             (h.local.clone(), "ACK")
         }
-        Transport::Quic => {
+        TransportKind::Quic => {
             let h = rt.block_on(HostileQuic::connect_with_control(&addr));
             wait_connected_from(&mut server, &h.local);
             let _second = rt.block_on(h.open_control());
@@ -1187,12 +1187,12 @@ fn protocol_error_logged_at_default_level(t: Transport) {
 
 #[test]
 fn tcp_protocol_error_logged_with_peer_at_default_level() {
-    protocol_error_logged_at_default_level(Transport::Tcp);
+    protocol_error_logged_at_default_level(TransportKind::Tcp);
 }
 
 #[test]
 fn quic_protocol_error_logged_with_peer_at_default_level() {
-    protocol_error_logged_at_default_level(Transport::Quic);
+    protocol_error_logged_at_default_level(TransportKind::Quic);
 }
 
 /// More stalled TCP connections than the server lets handshake at once
@@ -1203,7 +1203,7 @@ fn quic_protocol_error_logged_with_peer_at_default_level() {
 fn tcp_hundreds_of_idle_connections_do_not_lock_out_a_client() {
     let rt = rt();
     let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(Transport::Tcp, &[]);
+    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
     let idle: Vec<TcpStream> = rt.block_on(async {
         let mut v = Vec::new();
         for _ in 0..300 {
@@ -1213,8 +1213,8 @@ fn tcp_hundreds_of_idle_connections_do_not_lock_out_a_client() {
     });
     // Let the server accept them all before the real client comes.
     std::thread::sleep(Duration::from_millis(500));
-    let mut client = start_client(Transport::Tcp, &addr, &fp, &[]);
-    await_connected(&mut server, &mut client, Transport::Tcp, &fp);
+    let mut client = start_client(TransportKind::Tcp, &addr, &fp, &[]);
+    await_connected(&mut server, &mut client, TransportKind::Tcp, &fp);
     exchange(&mut client, &mut server, 0, "three hundred idle sockets");
     exchange(&mut server, &mut client, 0, "do not keep us apart");
     drop(idle);

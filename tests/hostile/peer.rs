@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use support::{Peer, TIMEOUT, Transport};
+use support::{Peer, TIMEOUT, TransportKind};
 
 /// The chat/1 ALPN.
 pub const ALPN: &[u8] = b"chat/1";
@@ -185,7 +185,7 @@ pub fn expect_server_disconnected(server: &mut Peer, code: Option<u64>, any: &[&
 
 /// A new normal client connects, sends a message and gets its ack, receives
 /// one from the server and acks it, then leaves cleanly.
-pub fn normal_client_chats(server: &mut Peer, addr: &str, fp: &str, t: Transport) {
+pub fn normal_client_chats(server: &mut Peer, addr: &str, fp: &str, t: TransportKind) {
     use support::{await_connected, exchange, finish_client, start_client};
     // Messages from earlier (hostile) peers carry the same ids as the new
     // client's: set them aside so the checks below see only the new ones.

@@ -17,7 +17,7 @@ fn expect_rejected(p: &mut Peer, id: u64) {
 /// Both sides accept at most 1000 bytes. 5000 and 1001 bytes are rejected
 /// with TOO_LARGE (code 1); exactly 1000 bytes and small messages are still
 /// delivered and acked — the chat goes on.
-fn too_large_message_rejected_both_directions(t: Transport) {
+fn too_large_message_rejected_both_directions(t: TransportKind) {
     let Chat {
         mut server,
         mut client,

@@ -162,7 +162,7 @@ fn disconnected_by(p: &mut Peer, deadline: Instant) -> Value {
 /// With `loss_from_start` the handshake runs under loss too (only for small
 /// `pct`: a TCP or QUIC handshake that loses several packets in a row can
 /// take longer than the client's 10 s connect timeout).
-fn pipelined_under_loss(t: Transport, test: &str, pct: u32, n: u64, loss_from_start: bool) {
+fn pipelined_under_loss(t: TransportKind, test: &str, pct: u32, n: u64, loss_from_start: bool) {
     let Some(net) = NetPair::new_or_skip(test) else {
         return;
     };
@@ -219,10 +219,10 @@ fn pipelined_under_loss(t: Transport, test: &str, pct: u32, n: u64, loss_from_st
 
 /// 5% random loss each way (from before the handshake): 500 messages each
 /// way, pipelined, each delivered and acked exactly once.
-fn loss_5_percent_500_messages_each_way(t: Transport) {
+fn loss_5_percent_500_messages_each_way(t: TransportKind) {
     pipelined_under_loss(
         t,
-        &format!("{}::loss_5_percent_500_messages_each_way", t.as_str()),
+        &format!("{}::loss_5_percent_500_messages_each_way", t.name()),
         5,
         500,
         true,
@@ -231,10 +231,10 @@ fn loss_5_percent_500_messages_each_way(t: Transport) {
 
 /// 20% random loss each way (from just after the handshake): 500 messages
 /// each way, pipelined, each delivered and acked exactly once.
-fn loss_20_percent_500_messages_each_way(t: Transport) {
+fn loss_20_percent_500_messages_each_way(t: TransportKind) {
     pipelined_under_loss(
         t,
-        &format!("{}::loss_20_percent_500_messages_each_way", t.as_str()),
+        &format!("{}::loss_20_percent_500_messages_each_way", t.name()),
         20,
         500,
         false,
@@ -246,10 +246,10 @@ fn loss_20_percent_500_messages_each_way(t: Transport) {
 /// (3 s) plus a margin, each listing in `unacked` exactly the ids it sent
 /// after the cut. The client exits 1, the server keeps running; once the
 /// link is back a new client connects to the same server and chats.
-fn link_cut_is_detected_and_a_new_client_is_served(t: Transport) {
+fn link_cut_is_detected_and_a_new_client_is_served(t: TransportKind) {
     let test = format!(
         "{}::link_cut_is_detected_and_a_new_client_is_served",
-        t.as_str()
+        t.name()
     );
     let Some(net) = NetPair::new_or_skip(&test) else {
         return;
@@ -350,7 +350,7 @@ fn link_cut_is_detected_and_a_new_client_is_served(t: Transport) {
 /// 2. a second client is frozen for a moment, then killed: the server
 ///    reports `disconnected` within the idle timeout plus a margin;
 /// 3. a third client is served normally.
-fn frozen_then_killed_client_is_detected_and_next_served(t: Transport) {
+fn frozen_then_killed_client_is_detected_and_next_served(t: TransportKind) {
     const IDLE: Duration = Duration::from_secs(3);
     let idle = ["--idle-timeout", "3"];
     let Chat {
@@ -370,7 +370,7 @@ fn frozen_then_killed_client_is_detected_and_next_served(t: Transport) {
     let d = disconnected_by(&mut server, frozen_at + IDLE + MARGIN);
     eprintln!(
         "{}: frozen client: server disconnected after {:?}",
-        t.as_str(),
+        t.name(),
         frozen_at.elapsed()
     );
     expect_lost(&mut server, &d);
@@ -395,7 +395,7 @@ fn frozen_then_killed_client_is_detected_and_next_served(t: Transport) {
     let d = disconnected_by(&mut server, killed_at + IDLE + MARGIN);
     eprintln!(
         "{}: frozen then killed client: server disconnected {:?} after the kill",
-        t.as_str(),
+        t.name(),
         killed_at.elapsed()
     );
     expect_lost(&mut server, &d);
@@ -412,8 +412,8 @@ fn frozen_then_killed_client_is_detected_and_next_served(t: Transport) {
 /// A 16 MiB message (the default size limit) of pseudo-random, non-UTF-8
 /// bytes, client to server under 5% loss each way, arrives intact and is
 /// acked once; the chat goes on afterwards.
-fn message_16_mib_intact_under_5_percent_loss(t: Transport) {
-    let test = format!("{}::message_16_mib_intact_under_5_percent_loss", t.as_str());
+fn message_16_mib_intact_under_5_percent_loss(t: TransportKind) {
+    let test = format!("{}::message_16_mib_intact_under_5_percent_loss", t.name());
     let Some(net) = NetPair::new_or_skip(&test) else {
         return;
     };
@@ -482,20 +482,20 @@ fn message_16_mib_intact_under_5_percent_loss(t: Transport) {
 #[test]
 #[ignore = "long: 20% loss, 2000 messages and 16 MiB each way; run with --ignored"]
 fn long_quic_20_percent_loss_2000_messages_and_16_mib_each_way() {
-    heavy_20_percent(Transport::Quic);
+    heavy_20_percent(TransportKind::Quic);
 }
 
 #[test]
 #[ignore = "long: 20% loss, 2000 messages and 16 MiB each way; run with --ignored"]
 fn long_tcp_20_percent_loss_2000_messages_and_16_mib_each_way() {
-    heavy_20_percent(Transport::Tcp);
+    heavy_20_percent(TransportKind::Tcp);
 }
 
 /// Under 20% loss each way: 2,000 messages each way pipelined (each
 /// delivered and acked exactly once), then a 16 MiB message each way at the
 /// same time (both intact).
-fn heavy_20_percent(t: Transport) {
-    let test = format!("long_{}_20_percent_loss", t.as_str());
+fn heavy_20_percent(t: TransportKind) {
+    let test = format!("long_{}_20_percent_loss", t.name());
     let Some(net) = NetPair::new_or_skip(&test) else {
         return;
     };

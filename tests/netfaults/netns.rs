@@ -44,7 +44,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
-use support::{Launch, Peer, TempDir, Transport, await_listening, server_args};
+use support::{Launch, Peer, TempDir, TransportKind, await_listening, server_args};
 
 /// Which end of a [`NetPair`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,9 +339,9 @@ impl NetPair {
     /// `chat --mode server --transport T --bind <A's address> --port 0
     /// --home <fresh> --json <extra>` in namespace A, waiting for
     /// `listening`. Returns (server, addr, fingerprint).
-    pub fn start_server(&self, t: Transport, extra: &[&str]) -> (Peer, String, String) {
+    pub fn start_server(&self, t: TransportKind, extra: &[&str]) -> (Peer, String, String) {
         let home = TempDir::new("server-home");
-        let launch = Launch::new(format!("server/{}@{}", t.as_str(), self.ns_a), &[])
+        let launch = Launch::new(format!("server/{}@{}", t.name(), self.ns_a), &[])
             .args(&server_args(t, &self.addr_a, &home, true))
             .args(extra)
             .home(home);
@@ -360,7 +360,7 @@ impl NetPair {
     /// <fresh> --json <extra>` in namespace B. Does not wait for anything.
     pub fn start_client(
         &self,
-        t: Transport,
+        t: TransportKind,
         addr: &str,
         fingerprint: &str,
         extra: &[&str],
@@ -369,7 +369,7 @@ impl NetPair {
         let launch = Launch::new(
             format!(
                 "client/{}@{}#{}",
-                t.as_str(),
+                t.name(),
                 self.ns_b,
                 CLIENTS.fetch_add(1, Ordering::SeqCst)
             ),
@@ -377,7 +377,7 @@ impl NetPair {
                 "--mode",
                 "client",
                 "--transport",
-                t.as_str(),
+                t.name(),
                 "--addr",
                 addr,
                 "--fingerprint",

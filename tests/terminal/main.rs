@@ -55,7 +55,7 @@ fn keys_typed_between_two_lines_are_neither_lost_nor_echoed() {
         mut server,
         mut client,
         ..
-    } = terminal_client(Transport::Tcp);
+    } = terminal_client(TransportKind::Tcp);
     let mut sent = 0;
     let mut samples = 0u32;
     for i in 0..20 {
@@ -129,9 +129,9 @@ fn leaving_shows_the_last_lines_and_leaves_no_garbage() {
             s.spawn(move || {
                 for round in 0..10 {
                     let t = if (worker + round) % 2 == 0 {
-                        Transport::Quic
+                        TransportKind::Quic
                     } else {
-                        Transport::Tcp
+                        TransportKind::Tcp
                     };
                     let TerminalClient {
                         mut server,
@@ -315,18 +315,18 @@ struct TerminalClient {
     _home: TempDir,
 }
 
-fn terminal_client(t: Transport) -> TerminalClient {
+fn terminal_client(t: TransportKind) -> TerminalClient {
     terminal_client_with(t, &terminal())
 }
 
-fn terminal_client_with(t: Transport, opts: &PtyOptions) -> TerminalClient {
+fn terminal_client_with(t: TransportKind, opts: &PtyOptions) -> TerminalClient {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let args = ClientBuilder::new(t, &addr)
         .fingerprint(&fp)
         .plain()
         .command_args(home.path());
-    let mut client = PtyPeer::spawn_with(format!("pty-client/{}", t.as_str()), &args, opts);
+    let mut client = PtyPeer::spawn_with(format!("pty-client/{}", t.name()), &args, opts);
     wait_clocked(&mut client, "connected with ");
     server.wait_event("connected", TIMEOUT);
     wait_input_line(&mut client, "");
@@ -339,12 +339,12 @@ fn terminal_client_with(t: Transport, opts: &PtyOptions) -> TerminalClient {
 
 /// A server on a terminal, listening, with the input line ready; returns it
 /// with its address and fingerprint as it showed them.
-fn terminal_server(t: Transport, home: &TempDir) -> (PtyPeer, String, String) {
+fn terminal_server(t: TransportKind, home: &TempDir) -> (PtyPeer, String, String) {
     let args: Vec<String> = [
         "--mode",
         "server",
         "--transport",
-        t.as_str(),
+        t.name(),
         "--bind",
         "127.0.0.1",
         "--port",
@@ -355,7 +355,7 @@ fn terminal_server(t: Transport, home: &TempDir) -> (PtyPeer, String, String) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut server = PtyPeer::spawn_with(format!("pty-server/{}", t.as_str()), &args, &terminal());
+    let mut server = PtyPeer::spawn_with(format!("pty-server/{}", t.name()), &args, &terminal());
     wait_clocked(&mut server, "waiting for a client");
     wait_input_line(&mut server, "");
     let text = server.screen_text();
@@ -378,7 +378,7 @@ fn terminal_server(t: Transport, home: &TempDir) -> (PtyPeer, String, String) {
 /// 1. A message arriving while a line is half typed is printed above the
 ///    input row; the input row still shows the partial line with the cursor
 ///    after it, and finishing the line sends it whole.
-fn partial_line_survives_an_incoming_message(t: Transport) {
+fn partial_line_survives_an_incoming_message(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -428,13 +428,13 @@ fn partial_line_survives_an_incoming_message(t: Transport) {
 ///    invalid UTF-8 from the peer are shown as visible escapes: the window
 ///    title stays untouched, the screen is not cleared, nothing earlier is
 ///    overwritten, and none of those bytes reach the terminal raw.
-fn hostile_message_is_shown_escaped_and_cannot_touch_the_terminal(t: Transport) {
+fn hostile_message_is_shown_escaped_and_cannot_touch_the_terminal(t: TransportKind) {
     hostile_message(t, &terminal());
 }
 
 /// The same with colours on (no NO_COLOR): the peer's text is coloured, and
 /// still shown escaped.
-fn hostile_message_in_colour_is_shown_escaped_too(t: Transport) {
+fn hostile_message_in_colour_is_shown_escaped_too(t: TransportKind) {
     let client = hostile_message(t, &PtyOptions::default().size(ROWS, COLS));
     let row = client.screen().find_row("peer: after the storm").unwrap();
     let row = u16::try_from(row).unwrap();
@@ -454,7 +454,7 @@ fn hostile_message_in_colour_is_shown_escaped_too(t: Transport) {
 
 /// Sends hostile bytes to a client on a terminal set up as `opts` says and
 /// checks what it shows; returns the client.
-fn hostile_message(t: Transport, opts: &PtyOptions) -> PtyPeer {
+fn hostile_message(t: TransportKind, opts: &PtyOptions) -> PtyPeer {
     let TerminalClient {
         mut server,
         mut client,
@@ -526,7 +526,7 @@ fn hostile_message(t: Transport, opts: &PtyOptions) -> PtyPeer {
 /// Hundreds of messages arriving while a line is half typed: each is shown
 /// once, in order, above the input row, which keeps the partial line; the
 /// line then goes out whole.
-fn input_line_survives_a_flood_of_messages(t: Transport) {
+fn input_line_survives_a_flood_of_messages(t: TransportKind) {
     const N: usize = 300;
     let TerminalClient {
         mut server,
@@ -579,7 +579,7 @@ fn input_line_survives_a_flood_of_messages(t: Transport) {
 
 /// 3. A sent message is echoed as `you: …` and confirmed with its round-trip
 ///    time, `✓ <number> ms  #0 <preview>`.
-fn sent_message_is_confirmed_with_its_round_trip_time(t: Transport) {
+fn sent_message_is_confirmed_with_its_round_trip_time(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -608,7 +608,7 @@ fn sent_message_is_confirmed_with_its_round_trip_time(t: Transport) {
 ///    message to be confirmed, leaves normally (exit 0, the server sees
 ///    `disconnected` with code 0), and gives the terminal back in cooked
 ///    mode.
-fn ctrl_d_on_empty_line_ends_client_and_restores_the_terminal(t: Transport) {
+fn ctrl_d_on_empty_line_ends_client_and_restores_the_terminal(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -652,7 +652,7 @@ fn ctrl_d_on_empty_line_ends_client_and_restores_the_terminal(t: Transport) {
 /// After Ctrl-D the client waits for its confirmations (the server is
 /// stopped, so none come) and says so; a line typed meanwhile is reported as
 /// not sent, and Ctrl-C leaves at once, listing the unconfirmed message.
-fn while_leaving_lines_are_refused_and_ctrl_c_leaves_at_once(t: Transport) {
+fn while_leaving_lines_are_refused_and_ctrl_c_leaves_at_once(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -683,7 +683,7 @@ fn while_leaving_lines_are_refused_and_ctrl_c_leaves_at_once(t: Transport) {
 }
 
 /// Enter on an empty or blank line sends nothing and leaves no row behind.
-fn blank_lines_send_nothing(t: Transport) {
+fn blank_lines_send_nothing(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -729,7 +729,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// 5. `/stats` counts this chat: 3 sent, 2 received, 3 confirmed, with
 ///    round-trip statistics; the command itself is not sent.
-fn stats_count_this_chat(t: Transport) {
+fn stats_count_this_chat(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -769,7 +769,7 @@ fn stats_count_this_chat(t: Transport) {
 
 /// 6. A server on a terminal with no client: a typed line is not sent and
 ///    the screen says so; a client that connects later gets nothing.
-fn server_without_client_says_message_not_sent(t: Transport) {
+fn server_without_client_says_message_not_sent(t: TransportKind) {
     let home = TempDir::new("server-home");
     let (mut server, addr, fp) = terminal_server(t, &home);
     server.type_keys("anyone there?\r");
@@ -797,7 +797,7 @@ fn server_without_client_says_message_not_sent(t: Transport) {
 }
 
 /// 7. A bracketed paste with a newline, then Enter, is one message.
-fn bracketed_paste_is_sent_as_one_message(t: Transport) {
+fn bracketed_paste_is_sent_as_one_message(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -818,7 +818,7 @@ fn bracketed_paste_is_sent_as_one_message(t: Transport) {
 
 /// 8. `//slash` sends `/slash`; an unknown command is explained and not
 ///    sent; `/quit` leaves normally (exit 0, the server sees code 0).
-fn double_slash_sends_a_slash_line_and_quit_leaves(t: Transport) {
+fn double_slash_sends_a_slash_line_and_quit_leaves(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -849,7 +849,7 @@ fn double_slash_sends_a_slash_line_and_quit_leaves(t: Transport) {
 /// confirmed; Ctrl-C leaves the client (exit 0), the server shows the peer
 /// leaving and waits for the next client; `/quit` ends the server (exit 0).
 /// Both terminals are left in cooked mode.
-fn both_ends_at_terminals_chat_and_leave(t: Transport) {
+fn both_ends_at_terminals_chat_and_leave(t: TransportKind) {
     let server_home = TempDir::new("server-home");
     let client_home = TempDir::new("client-home");
     let (mut server, addr, fp) = terminal_server(t, &server_home);
@@ -857,7 +857,7 @@ fn both_ends_at_terminals_chat_and_leave(t: Transport) {
         .fingerprint(&fp)
         .plain()
         .command_args(client_home.path());
-    let mut client = PtyPeer::spawn_with(format!("pty-client/{}", t.as_str()), &args, &terminal());
+    let mut client = PtyPeer::spawn_with(format!("pty-client/{}", t.name()), &args, &terminal());
     wait_clocked(&mut client, "connected with ");
     wait_clocked(&mut server, "connected with ");
     wait_input_line(&mut client, "");

@@ -39,7 +39,7 @@ fn assert_never_connected(client: &mut Peer, why: &str) {
 /// the server's fingerprint and `--accept-new` named on stderr and in an
 /// `error` event, no `connected`, nothing recorded. The client's own
 /// identity is created in its home (key mode 0600).
-fn first_contact_without_accept_new_is_refused(t: Transport) {
+fn first_contact_without_accept_new_is_refused(t: TransportKind) {
     let (_server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let mut client = ClientBuilder::new(t, &loopback_key(&addr))
@@ -87,7 +87,7 @@ fn first_contact_without_accept_new_is_refused(t: Transport) {
 /// `--accept-new` connects, chats and records `127.0.0.1:PORT FP`; a second
 /// connection with no trust flag uses the record silently and chats; both
 /// exit 0 at end of input. The server sees the client's own identity.
-fn accept_new_records_and_next_connection_uses_the_record(t: Transport) {
+fn accept_new_records_and_next_connection_uses_the_record(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let host = loopback_key(&addr);
@@ -116,7 +116,7 @@ fn accept_new_records_and_next_connection_uses_the_record(t: Transport) {
 /// The known-hosts key is `--addr` normalised: host names in lower case
 /// (`LocalHost:PORT` → `localhost:PORT`); the same name in another case
 /// then finds the record.
-fn known_hosts_key_is_the_normalised_addr(t: Transport) {
+fn known_hosts_key_is_the_normalised_addr(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let port = port_of(&addr);
     let home = TempDir::new("client-home");
@@ -143,7 +143,7 @@ fn known_hosts_key_is_the_normalised_addr(t: Transport) {
 /// `chat forget`; `--accept-new` does not override it; `--insecure` still
 /// connects (recording nothing). `chat forget` removes the entry (a second
 /// forget exits 1), after which `--accept-new` records the new key.
-fn changed_key_is_refused_until_forgotten(t: Transport) {
+fn changed_key_is_refused_until_forgotten(t: TransportKind) {
     let home = TempDir::new("client-home");
     let server_a_home = TempDir::new("server-a-home");
     let server_b_home = TempDir::new("server-b-home");
@@ -253,7 +253,7 @@ fn changed_key_is_refused_until_forgotten(t: Transport) {
 
 /// `--insecure` to a never-seen server: connects with a warning on stderr,
 /// chats, exits 0, records nothing.
-fn insecure_connects_to_unknown_server_and_records_nothing(t: Transport) {
+fn insecure_connects_to_unknown_server_and_records_nothing(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let mut client = ClientBuilder::new(t, &loopback_key(&addr))
@@ -275,7 +275,7 @@ fn insecure_connects_to_unknown_server_and_records_nothing(t: Transport) {
 /// and win over a known_hosts entry in both directions: a right pin
 /// connects despite a wrong entry, a wrong pin is refused despite a right
 /// entry.
-fn pins_take_precedence_and_are_never_recorded(t: Transport) {
+fn pins_take_precedence_and_are_never_recorded(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let host = loopback_key(&addr);
     let cert = server
@@ -350,23 +350,28 @@ fn pins_take_precedence_and_are_never_recorded(t: Transport) {
 const PROMPT_TIMEOUT: Duration = TIMEOUT;
 
 /// The plain-mode client on a pty for a fresh home, first contact.
-fn interactive_client(t: Transport, addr: &str, home: &TempDir) -> PtyPeer {
+fn interactive_client(t: TransportKind, addr: &str, home: &TempDir) -> PtyPeer {
     interactive_client_with(t, addr, home, &[])
 }
 
 /// The same, with more arguments.
-fn interactive_client_with(t: Transport, addr: &str, home: &TempDir, extra: &[&str]) -> PtyPeer {
+fn interactive_client_with(
+    t: TransportKind,
+    addr: &str,
+    home: &TempDir,
+    extra: &[&str],
+) -> PtyPeer {
     let args = ClientBuilder::new(t, &loopback_key(addr))
         .plain()
         .args(extra)
         .command_args(home.path());
-    PtyPeer::spawn(format!("pty-client/{}", t.as_str()), &args)
+    PtyPeer::spawn(format!("pty-client/{}", t.name()), &args)
 }
 
 /// At a terminal, first contact shows the fingerprint and asks
 /// `Trust this server? [y/N]`; `y` connects (`connected with …`), records
 /// the server, and the chat works; Ctrl-D ends it with exit 0.
-fn interactive_first_contact_yes_connects_and_records(t: Transport) {
+fn interactive_first_contact_yes_connects_and_records(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let mut client = interactive_client(t, &addr, &home);
@@ -395,7 +400,7 @@ fn interactive_first_contact_yes_connects_and_records(t: Transport) {
 
 /// A user who takes longer than the idle timeout to answer the trust
 /// question still gets the chat: the connection is kept alive meanwhile.
-fn slow_answer_at_the_prompt_keeps_the_connection(t: Transport) {
+fn slow_answer_at_the_prompt_keeps_the_connection(t: TransportKind) {
     let idle = ["--idle-timeout", "2"];
     let (mut server, addr, _) = start_server(t, &idle);
     let home = TempDir::new("client-home");
@@ -420,7 +425,7 @@ fn slow_answer_at_the_prompt_keeps_the_connection(t: Transport) {
 /// reading the trust question: answering afterwards reports BUSY, not a
 /// broken connection, although the client's keep-alives meanwhile found the
 /// socket closed.
-fn busy_server_while_at_the_prompt_is_reported_as_busy(t: Transport) {
+fn busy_server_while_at_the_prompt_is_reported_as_busy(t: TransportKind) {
     let idle = ["--idle-timeout", "2"];
     let Chat {
         server: _server,
@@ -444,7 +449,7 @@ fn busy_server_while_at_the_prompt_is_reported_as_busy(t: Transport) {
 }
 
 /// At a terminal, answering `n` exits 1 without connecting or recording.
-fn interactive_first_contact_no_refuses_and_records_nothing(t: Transport) {
+fn interactive_first_contact_no_refuses_and_records_nothing(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let mut client = interactive_client(t, &addr, &home);
@@ -477,7 +482,7 @@ fn interactive_first_contact_no_refuses_and_records_nothing(t: Transport) {
 
 /// Two clients sharing a home, both `--accept-new`, to two servers at the
 /// same time: known_hosts ends up with both entries.
-fn concurrent_first_contacts_in_one_home_record_both(t: Transport) {
+fn concurrent_first_contacts_in_one_home_record_both(t: TransportKind) {
     let (mut server_1, addr_1, fp_1) = start_server(t, &[]);
     let (mut server_2, addr_2, fp_2) = start_server(t, &[]);
     let home = TempDir::new("client-home");

@@ -29,23 +29,12 @@ pub const LONG_TIMEOUT: Duration = Duration::from_secs(120);
 /// Keep at most this much of a child's stderr (the tail) for diagnostics.
 const STDERR_KEEP: usize = 256 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Quic,
-    Tcp,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Quic => "quic",
-            Transport::Tcp => "tcp",
-        }
-    }
-}
+/// The transport a test runs over: the program's own type, so that its
+/// names on the command line and in events are the program's too.
+pub use chat::TransportKind;
 
 /// Generates one `#[test]` per transport for each listed function
-/// `fn name(t: Transport)`: `quic::name` and `tcp::name`.
+/// `fn name(t: TransportKind)`: `quic::name` and `tcp::name`.
 #[macro_export]
 macro_rules! both_transports {
     ($($name:ident),* $(,)?) => {
@@ -53,7 +42,7 @@ macro_rules! both_transports {
             $(
                 #[test]
                 fn $name() {
-                    super::$name($crate::Transport::Quic)
+                    super::$name($crate::TransportKind::Quic)
                 }
             )*
         }
@@ -61,7 +50,7 @@ macro_rules! both_transports {
             $(
                 #[test]
                 fn $name() {
-                    super::$name($crate::Transport::Tcp)
+                    super::$name($crate::TransportKind::Tcp)
                 }
             )*
         }
@@ -880,14 +869,14 @@ pub fn port_of(addr: &str) -> u16 {
 }
 
 /// Arguments of a server started on loopback with an ephemeral port.
-pub fn server_args(t: Transport, bind: &str, home: &TempDir, mode_flag: bool) -> Vec<String> {
+pub fn server_args(t: TransportKind, bind: &str, home: &TempDir, mode_flag: bool) -> Vec<String> {
     server_args_in(t, bind, home.path(), 0, mode_flag)
 }
 
 /// Arguments of a server with its home at `home`, listening on `port`
 /// (0 picks a free one).
 pub fn server_args_in(
-    t: Transport,
+    t: TransportKind,
     bind: &str,
     home: &Path,
     port: u16,
@@ -900,7 +889,7 @@ pub fn server_args_in(
     a.extend(
         [
             "--transport",
-            t.as_str(),
+            t.name(),
             "--bind",
             bind,
             "--port",
@@ -917,20 +906,20 @@ pub fn server_args_in(
 
 /// Wait for a server's `listening` event and check its fields; returns
 /// (addr, fingerprint).
-pub fn await_listening(server: &mut Peer, t: Transport) -> (String, String) {
+pub fn await_listening(server: &mut Peer, t: TransportKind) -> (String, String) {
     let ev = server.wait_event("listening", TIMEOUT);
     check_listening(server, t, &ev)
 }
 
 /// Check the fields of a `listening` event; returns (addr, fingerprint).
-pub fn check_listening(server: &mut Peer, t: Transport, ev: &Value) -> (String, String) {
+pub fn check_listening(server: &mut Peer, t: TransportKind, ev: &Value) -> (String, String) {
     let transport = ev["transport"].as_str().unwrap_or_default().to_string();
     let addr = ev["addr"].as_str().unwrap_or_default().to_string();
     let fp = ev["fingerprint"].as_str().unwrap_or_default().to_string();
-    if transport != t.as_str() {
+    if transport != t.name() {
         server.fail(&format!(
             "listening.transport should be {:?}: {ev}",
-            t.as_str()
+            t.name()
         ));
     }
     match addr.parse::<SocketAddr>() {
@@ -949,21 +938,21 @@ pub fn check_listening(server: &mut Peer, t: Transport, ev: &Value) -> (String, 
 
 /// `chat --mode server --transport T --bind 127.0.0.1 --port 0 --home <fresh> --json <extra>`,
 /// waiting for `listening`. Returns (server, addr, fingerprint).
-pub fn start_server(t: Transport, extra: &[&str]) -> (Peer, String, String) {
+pub fn start_server(t: TransportKind, extra: &[&str]) -> (Peer, String, String) {
     start_server_with(t, "127.0.0.1", extra, &[], true)
 }
 
 /// Like [`start_server`] with a chosen bind address, extra environment, and
 /// optionally without the `--mode` flag (for the `MODE` env fallback).
 pub fn start_server_with(
-    t: Transport,
+    t: TransportKind,
     bind: &str,
     extra: &[&str],
     envs: &[(&str, &str)],
     mode_flag: bool,
 ) -> (Peer, String, String) {
     let home = TempDir::new("server-home");
-    let mut launch = Launch::new(format!("server/{}#{}", t.as_str(), next_id()), &[])
+    let mut launch = Launch::new(format!("server/{}#{}", t.name(), next_id()), &[])
         .args(&server_args(t, bind, &home, mode_flag))
         .args(extra)
         .home(home);
@@ -981,14 +970,14 @@ fn next_id() -> u64 {
 
 /// `chat --mode client --transport T --addr ADDR --fingerprint FP --home <fresh> --json <extra>`.
 /// Does not wait for anything.
-pub fn start_client(t: Transport, addr: &str, fingerprint: &str, extra: &[&str]) -> Peer {
+pub fn start_client(t: TransportKind, addr: &str, fingerprint: &str, extra: &[&str]) -> Peer {
     start_client_with(t, Some(addr), fingerprint, extra, &[], true)
 }
 
 /// Like [`start_client`]; `addr: None` omits `--addr`, `mode_flag: false`
 /// omits `--mode` (for the env fallbacks).
 pub fn start_client_with(
-    t: Transport,
+    t: TransportKind,
     addr: Option<&str>,
     fingerprint: &str,
     extra: &[&str],
@@ -1000,7 +989,7 @@ pub fn start_client_with(
     if mode_flag {
         args.extend(["--mode".into(), "client".into()]);
     }
-    args.extend(["--transport".into(), t.as_str().into()]);
+    args.extend(["--transport".into(), t.name().into()]);
     if let Some(a) = addr {
         args.extend(["--addr".into(), a.into()]);
     }
@@ -1011,7 +1000,7 @@ pub fn start_client_with(
         home.path_str(),
         "--json".into(),
     ]);
-    let mut launch = Launch::new(format!("client/{}#{}", t.as_str(), next_id()), &[])
+    let mut launch = Launch::new(format!("client/{}#{}", t.name(), next_id()), &[])
         .args(&args)
         .args(extra)
         .home(home);
@@ -1022,12 +1011,12 @@ pub fn start_client_with(
 }
 
 /// Wait for `connected` on both sides (checking the fields of each).
-pub fn await_connected(server: &mut Peer, client: &mut Peer, t: Transport, server_fp: &str) {
+pub fn await_connected(server: &mut Peer, client: &mut Peer, t: TransportKind, server_fp: &str) {
     let cev = client.wait_event("connected", TIMEOUT);
-    if cev["transport"].as_str() != Some(t.as_str()) {
+    if cev["transport"].as_str() != Some(t.name()) {
         client.fail(&format!(
             "connected.transport should be {:?}: {cev}",
-            t.as_str()
+            t.name()
         ));
     }
     if cev["fingerprint"].as_str() != Some(server_fp) {
@@ -1043,10 +1032,10 @@ pub fn await_connected(server: &mut Peer, client: &mut Peer, t: Transport, serve
         client.fail(&format!("connected.peer should be a socket address: {cev}"));
     }
     let sev = server.wait_event("connected", TIMEOUT);
-    if sev["transport"].as_str() != Some(t.as_str()) {
+    if sev["transport"].as_str() != Some(t.name()) {
         server.fail(&format!(
             "connected.transport should be {:?}: {sev}",
-            t.as_str()
+            t.name()
         ));
     }
     if sev["peer"]
@@ -1067,7 +1056,7 @@ pub struct Chat {
 }
 
 /// Start a server and a client and wait until both report `connected`.
-pub fn start_chat(t: Transport, server_extra: &[&str], client_extra: &[&str]) -> Chat {
+pub fn start_chat(t: TransportKind, server_extra: &[&str], client_extra: &[&str]) -> Chat {
     let (mut server, addr, fingerprint) = start_server(t, server_extra);
     let mut client = start_client(t, &addr, &fingerprint, client_extra);
     await_connected(&mut server, &mut client, t, &fingerprint);
@@ -1160,8 +1149,8 @@ pub fn ipv6_loopback_available() -> Result<(), String> {
 /// Spawn `chat --mode server --transport T --bind 127.0.0.1 --port PORT
 /// --home HOME --json <extra>` without waiting for anything (for servers
 /// expected to fail at start-up). `home` stays the caller's.
-pub fn spawn_server_in(t: Transport, home: &Path, port: u16, extra: &[&str]) -> Peer {
-    Launch::new(format!("server/{}#{}", t.as_str(), next_id()), &[])
+pub fn spawn_server_in(t: TransportKind, home: &Path, port: u16, extra: &[&str]) -> Peer {
+    Launch::new(format!("server/{}#{}", t.name(), next_id()), &[])
         .args(&server_args_in(t, "127.0.0.1", home, port, true))
         .args(extra)
         .spawn()
@@ -1174,7 +1163,7 @@ pub fn spawn_server_in(t: Transport, home: &Path, port: u16, extra: &[&str]) -> 
 /// With a fixed port the start is retried for a while if the server exits
 /// before listening (the port may still be held by a server just stopped).
 pub fn start_server_in(
-    t: Transport,
+    t: TransportKind,
     home: &Path,
     port: u16,
     extra: &[&str],
@@ -1202,7 +1191,7 @@ pub fn start_server_in(
 /// `chat --mode client --transport T --addr ADDR --home HOME [--json] <args>`.
 /// Without [`ClientBuilder::home`] the client gets a fresh home of its own.
 pub struct ClientBuilder {
-    t: Transport,
+    t: TransportKind,
     addr: String,
     home: Option<PathBuf>,
     args: Vec<String>,
@@ -1210,7 +1199,7 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    pub fn new(t: Transport, addr: &str) -> ClientBuilder {
+    pub fn new(t: TransportKind, addr: &str) -> ClientBuilder {
         ClientBuilder {
             t,
             addr: addr.to_string(),
@@ -1260,7 +1249,7 @@ impl ClientBuilder {
             "--mode",
             "client",
             "--transport",
-            self.t.as_str(),
+            self.t.name(),
             "--addr",
             &self.addr,
             "--home",
@@ -1277,7 +1266,7 @@ impl ClientBuilder {
     }
 
     pub fn spawn(self) -> Peer {
-        let label = format!("client/{}#{}", self.t.as_str(), next_id());
+        let label = format!("client/{}#{}", self.t.name(), next_id());
         match &self.home {
             Some(home) => Launch::new(label, &[]).args(&self.command_args(home)),
             None => {
@@ -1297,7 +1286,7 @@ impl ClientBuilder {
 pub fn await_connected_identities(
     server: &mut Peer,
     client: &mut Peer,
-    t: Transport,
+    t: TransportKind,
     server_fp: &str,
     client_fp: &str,
 ) -> Value {
