@@ -4,13 +4,19 @@
 //! server must survive, say in its log who did what, close with
 //! PROTOCOL_ERROR (code 2) and a reason where the protocol asks for it, leave
 //! any open chat alone, and chat normally with the next client.
+//!
+//! Each test sets up a [`Hostile`] server (`fixture.rs`), lets hand-written
+//! peers (`peer.rs`) at it, and ends with
+//! [`Hostile::assert_server_still_serves`].
 
+mod fixture;
 mod peer;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat::protocol::codec::{Frame, VARINT_MAX};
+use fixture::{Hostile, mentions_any};
 use peer::*;
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -18,6 +24,19 @@ use tokio::net::{TcpStream, UdpSocket};
 
 /// Words one of which a reason about a frame's length mentions.
 const LENGTH_WORDS: &[&str] = &["MiB", "length", "long", "large", "limit"];
+
+/// Words one of which a reason about a duplicate message id mentions.
+const DUPLICATE_WORDS: &[&str] = &["twice", "duplicate", "already"];
+
+/// Words one of which a reason about too many gaps in ids mentions.
+const GAP_WORDS: &[&str] = &["gap", "fragment", "range"];
+
+/// ALPN offers other than chat/1: another protocol, and none at all.
+const WRONG_ALPN: [(&str, &[&[u8]]); 2] = [("ALPN http/1.1", &[b"http/1.1"]), ("no ALPN", &[])];
+
+/// A close reason that is invalid UTF-8 and carries terminal control
+/// sequences (an OSC title change, a bell, an 8-bit CSI).
+const HOSTILE_REASON: &[u8] = b"\xff\xfebye\x1b]0;pwned\x07\xc2\x9b2J\xc3";
 
 // ===========================================================================
 // TCP: before and during the TLS handshake
@@ -29,15 +48,7 @@ const LENGTH_WORDS: &[&str] = &["MiB", "length", "long", "large", "limit"];
 /// next client is served.
 #[test]
 fn tcp_random_bytes_instead_of_client_hello() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let Chat {
-        mut server,
-        mut client,
-        addr,
-        fingerprint,
-    } = start_chat(TransportKind::Tcp, &[], &[]);
-    exchange(&mut client, &mut server, 0, "before the garbage");
+    let mut case = Hostile::with_open_chat(TransportKind::Tcp, "before the garbage");
 
     let mut random = pseudo_random_bytes(4096, 7);
     random[0] = 0x00; // not a TLS content type
@@ -58,7 +69,8 @@ fn tcp_random_bytes_instead_of_client_hello() {
             truncated_record,
         ),
     ];
-    let peers: Vec<(&str, String)> = rt.block_on(async {
+    let addr = case.addr.clone();
+    let peers: Vec<(&str, String)> = case.block_on(async {
         let mut tasks = Vec::new();
         for (what, bytes) in variants {
             let addr = addr.clone();
@@ -81,14 +93,13 @@ fn tcp_random_bytes_instead_of_client_hello() {
         out
     });
     for (what, local) in &peers {
-        let line = wait_log_line(&mut server, local, "handshake", &[]);
+        let line = case.wait_log_line(local, "handshake", &[]);
         eprintln!("{what}: {line}");
     }
 
-    exchange(&mut client, &mut server, 1, "the chat goes on");
-    exchange(&mut server, &mut client, 0, "still here");
-    finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Tcp);
+    case.client_sends(1, "the chat goes on");
+    case.server_sends(0, "still here");
+    case.assert_server_still_serves();
 }
 
 /// A TLS client offering another ALPN, or none, is refused: the handshake
@@ -96,20 +107,13 @@ fn tcp_random_bytes_instead_of_client_hello() {
 /// not disturbed.
 #[test]
 fn tcp_wrong_or_missing_alpn_is_refused() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let Chat {
-        mut server,
-        mut client,
-        addr,
-        fingerprint,
-    } = start_chat(TransportKind::Tcp, &[], &[]);
-    exchange(&mut client, &mut server, 0, "before");
+    let mut case = Hostile::with_open_chat(TransportKind::Tcp, "before");
 
-    let offers: [(&str, &[&[u8]]); 2] = [("ALPN http/1.1", &[b"http/1.1"]), ("no ALPN", &[])];
-    for (what, alpn) in offers {
-        let local = rt.block_on(async {
-            let socket = TcpStream::connect(sock(&addr)).await.expect("TCP connect");
+    for (what, alpn) in WRONG_ALPN {
+        let local = case.block_on(async {
+            let socket = TcpStream::connect(sock(&case.addr))
+                .await
+                .expect("TCP connect");
             let local = socket.local_addr().unwrap().to_string();
             let name = rustls::pki_types::ServerName::try_from("chat").unwrap();
             let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_client(alpn)));
@@ -118,9 +122,7 @@ fn tcp_wrong_or_missing_alpn_is_refused() {
                 Ok(Err(e)) => eprintln!("{what}: handshake failed as it may: {e}"),
                 Ok(Ok(mut stream)) => {
                     // Allowed only if the server drops us before any frame.
-                    let mut tls = HostileTcpRead(&mut stream);
-                    let got = tls.read_all(TIMEOUT).await;
-                    match got {
+                    match read_until_closed(&mut stream, TIMEOUT).await {
                         Some(bytes) => assert!(
                             bytes.is_empty(),
                             "{what}: the server sent {} bytes of application data: {:?}",
@@ -136,43 +138,14 @@ fn tcp_wrong_or_missing_alpn_is_refused() {
             }
             local
         });
-        let line = wait_log_line(&mut server, &local, "handshake", &["ALPN", "protocol"]);
+        let line = case.wait_log_line(&local, "handshake", &["ALPN", "protocol"]);
         eprintln!("{what}: {line}");
     }
-    server.poll();
-    assert_eq!(
-        server.events_named("connected").len(),
-        1,
-        "only the real client should have been admitted"
-    );
+    case.assert_only_the_client_admitted();
 
-    exchange(&mut client, &mut server, 1, "after");
-    exchange(&mut server, &mut client, 0, "reply");
-    finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Tcp);
-}
-
-/// Reads a client TLS stream to its end.
-struct HostileTcpRead<'a>(&'a mut tokio_rustls::client::TlsStream<TcpStream>);
-
-impl HostileTcpRead<'_> {
-    /// Everything read until EOF or an error, or `None` if still open after
-    /// `timeout`.
-    async fn read_all(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        use tokio::io::AsyncReadExt;
-        let mut got = Vec::new();
-        let r = tokio::time::timeout(timeout, async {
-            let mut chunk = [0u8; 4096];
-            loop {
-                match self.0.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => got.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await;
-        r.ok().map(|()| got)
-    }
+    case.client_sends(1, "after");
+    case.server_sends(0, "reply");
+    case.assert_server_still_serves();
 }
 
 /// A TCP connection that never sends a byte holds no one up: a real client
@@ -180,31 +153,27 @@ impl HostileTcpRead<'_> {
 /// its handshake time is up.
 #[test]
 fn tcp_slowloris_while_a_client_chats() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
-    let (mut idle, local) = rt.block_on(async {
-        let s = TcpStream::connect(sock(&addr)).await.expect("TCP connect");
+    let mut case = Hostile::tcp();
+    let (mut idle, local) = case.block_on(async {
+        let s = TcpStream::connect(sock(&case.addr))
+            .await
+            .expect("TCP connect");
         let local = s.local_addr().unwrap().to_string();
         (s, local)
     });
 
-    let mut client = start_client(TransportKind::Tcp, &addr, &fp, &[]);
-    await_connected(&mut server, &mut client, TransportKind::Tcp, &fp);
-    exchange(&mut client, &mut server, 0, "while someone hangs around");
-    exchange(&mut server, &mut client, 0, "answer");
+    case.client_joins("while someone hangs around", "answer");
 
-    let closed = rt.block_on(read_until_closed(&mut idle, TIMEOUT));
+    let closed = case.block_on(read_until_closed(&mut idle, TIMEOUT));
     assert!(
         closed.is_some(),
         "the server should drop a connection that never starts its handshake"
     );
-    let line = wait_log_line(&mut server, &local, "handshake", &[]);
+    let line = case.wait_log_line(&local, "handshake", &[]);
     eprintln!("{line}");
 
-    exchange(&mut client, &mut server, 1, "after it was dropped");
-    finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
+    case.client_sends(1, "after it was dropped");
+    case.assert_server_still_serves();
 }
 
 /// Many stalled connections at once (silent, or stuck in the middle of a
@@ -212,15 +181,15 @@ fn tcp_slowloris_while_a_client_chats() {
 /// is dropped and logged.
 #[test]
 fn tcp_many_idle_connections_at_once() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
+    let mut case = Hostile::tcp();
     let mut partial_hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
     partial_hello.extend(pseudo_random_bytes(10, 3));
-    let mut idle: Vec<(TcpStream, String)> = rt.block_on(async {
+    let mut idle: Vec<(TcpStream, String)> = case.block_on(async {
         let mut v = Vec::new();
         for i in 0..30 {
-            let mut s = TcpStream::connect(sock(&addr)).await.expect("TCP connect");
+            let mut s = TcpStream::connect(sock(&case.addr))
+                .await
+                .expect("TCP connect");
             let local = s.local_addr().unwrap().to_string();
             match i % 3 {
                 0 => {}
@@ -232,12 +201,9 @@ fn tcp_many_idle_connections_at_once() {
         v
     });
 
-    let mut client = start_client(TransportKind::Tcp, &addr, &fp, &[]);
-    await_connected(&mut server, &mut client, TransportKind::Tcp, &fp);
-    exchange(&mut client, &mut server, 0, "thirty stalled connections");
-    exchange(&mut server, &mut client, 0, "do not bother us");
+    case.client_joins("thirty stalled connections", "do not bother us");
 
-    rt.block_on(async {
+    case.block_on(async {
         for (s, local) in idle.iter_mut() {
             assert!(
                 read_until_closed(s, TIMEOUT).await.is_some(),
@@ -246,12 +212,36 @@ fn tcp_many_idle_connections_at_once() {
         }
     });
     for (_, local) in &idle {
-        wait_log_line(&mut server, local, "handshake", &[]);
+        case.wait_log_line(local, "handshake", &[]);
     }
 
-    exchange(&mut client, &mut server, 1, "still chatting");
-    finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
+    case.client_sends(1, "still chatting");
+    case.assert_server_still_serves();
+}
+
+/// More stalled TCP connections than the server lets handshake at once
+/// (300): a real client arriving meanwhile must still get in and chat. One
+/// host holding a few hundred idle sockets must not lock everyone out
+/// (protocol.md §11.13: "a stalled client never holds up other clients").
+#[test]
+fn tcp_hundreds_of_idle_connections_do_not_lock_out_a_client() {
+    let mut case = Hostile::tcp();
+    let idle: Vec<TcpStream> = case.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..300 {
+            v.push(
+                TcpStream::connect(sock(&case.addr))
+                    .await
+                    .expect("TCP connect"),
+            );
+        }
+        v
+    });
+    // Let the server accept them all before the real client comes.
+    std::thread::sleep(Duration::from_millis(500));
+    case.client_joins("three hundred idle sockets", "do not keep us apart");
+    drop(idle);
+    case.client_leaves();
 }
 
 // ===========================================================================
@@ -264,29 +254,17 @@ fn tcp_many_idle_connections_at_once() {
 /// before it —, report the end with code 2, log the peer's address and what
 /// was wrong, and then chat with a normal client.
 fn tcp_protocol_error_case(setup: &[u8], acked: &[u64], bad: &[u8], any: &[&str]) {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
-    let mut h = rt.block_on(HostileTcp::connect(&addr));
-    wait_connected_from(&mut server, &h.local);
-    rt.block_on(async {
+    let mut case = Hostile::tcp();
+    let mut h = case.tcp_peer();
+    case.block_on(async {
         if !setup.is_empty() {
             h.send(setup).await;
             h.expect_acks(acked.iter().copied()).await;
         }
         h.send_lenient(bad).await;
     });
-    let reason = rt.block_on(h.expect_close(PROTOCOL_ERROR));
-    assert!(
-        mentions_any(&reason, any),
-        "CLOSE reason should mention one of {any:?}: {reason:?}"
-    );
-    rt.block_on(h.expect_end());
-    expect_server_disconnected(&mut server, Some(PROTOCOL_ERROR), any);
-    let line = wait_log_line(&mut server, &h.local, "protocol error", any);
-    eprintln!("close reason {reason:?}; log: {line}");
-    drop(h);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
+    case.expect_protocol_error(h, any);
+    case.assert_server_still_serves();
 }
 
 /// DATA whose length is 2^62-1 (`ff ff ff ff ff ff ff ff`): refused from the
@@ -353,35 +331,22 @@ fn tcp_more_than_64_messages_in_progress() {
 fn tcp_duplicate_message_id() {
     let mut setup = end(0, b"first");
     setup.extend(end(1, b"second"));
-    tcp_protocol_error_case(
-        &setup,
-        &[0, 1],
-        &end(0, b"again"),
-        &["twice", "duplicate", "already"],
-    );
+    tcp_protocol_error_case(&setup, &[0, 1], &end(0, b"again"), DUPLICATE_WORDS);
 }
 
 /// DATA for an id that was already received whole is a duplicate too.
 #[test]
 fn tcp_data_for_an_already_received_id() {
-    tcp_protocol_error_case(
-        &end(3, b"x"),
-        &[3],
-        &data(3, b"y"),
-        &["twice", "duplicate", "already"],
-    );
+    tcp_protocol_error_case(&end(3, b"x"), &[3], &data(3, b"y"), DUPLICATE_WORDS);
 }
 
 /// END for an id never seen is a complete one-frame message: acked and
 /// shown (also empty, and with a large id), and the chat goes on.
 #[test]
 fn tcp_end_for_an_unknown_id_is_a_message() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
-    let mut h = rt.block_on(HostileTcp::connect(&addr));
-    wait_connected_from(&mut server, &h.local);
-    rt.block_on(async {
+    let mut case = Hostile::tcp();
+    let mut h = case.tcp_peer();
+    case.block_on(async {
         h.send(&end(7, b"seven")).await;
         h.expect_ack(7).await;
         h.send(&end(3, b"")).await;
@@ -391,17 +356,13 @@ fn tcp_end_for_an_unknown_id_is_a_message() {
         h.send(&end(VARINT_MAX, b"largest id")).await;
         h.expect_ack(VARINT_MAX).await;
     });
-    let m = server.wait_event_id("message", 7, TIMEOUT);
-    assert_eq!(m["text"], "seven", "{m}");
-    let m = server.wait_event_id("message", 3, TIMEOUT);
+    case.expect_message(7, "seven");
+    let m = case.server.wait_event_id("message", 3, TIMEOUT);
     assert_eq!(m["bytes"], 0, "{m}");
-    let m = server.wait_event_id("message", 1_000_000, TIMEOUT);
-    assert_eq!(m["text"], "big id", "{m}");
-    let m = server.wait_event_id("message", VARINT_MAX, TIMEOUT);
-    assert_eq!(m["text"], "largest id", "{m}");
-    rt.block_on(h.close_politely());
-    expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
+    case.expect_message(1_000_000, "big id");
+    case.expect_message(VARINT_MAX, "largest id");
+    case.ends_politely(h);
+    case.assert_server_still_serves();
 }
 
 /// A CLOSE whose reason is not valid UTF-8 is a normal close: the server
@@ -410,12 +371,9 @@ fn tcp_end_for_an_unknown_id_is_a_message() {
 /// control sequences in the reason never reach its log raw.
 #[test]
 fn tcp_close_with_invalid_utf8_reason() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
-    let mut h = rt.block_on(HostileTcp::connect(&addr));
-    wait_connected_from(&mut server, &h.local);
-    rt.block_on(async {
+    let mut case = Hostile::tcp();
+    let mut h = case.tcp_peer();
+    case.block_on(async {
         h.send(&end(0, b"last words")).await;
         h.expect_ack(0).await;
         h.send(&frame(&Frame::Close {
@@ -426,29 +384,28 @@ fn tcp_close_with_invalid_utf8_reason() {
         // The receiver of a CLOSE sends close_notify and closes: no CLOSE back.
         h.expect_end().await;
     });
-    let d = expect_server_disconnected(&mut server, Some(NO_ERROR), &["bye"]);
+    assert_hostile_reason_shown_escaped(&mut case, &h.local);
+    drop(h);
+    case.assert_server_still_serves();
+}
+
+/// After a peer closed with [`HOSTILE_REASON`]: the server reports a normal
+/// end whose reason shows the invalid UTF-8 as U+FFFD, logs the peer's
+/// address with it, and its stderr holds none of the reason's control
+/// characters raw (the log formatter's own colour codes, `ESC [`, are fine).
+fn assert_hostile_reason_shown_escaped(case: &mut Hostile, local: &str) {
+    let d = case.expect_server_disconnected(Some(NO_ERROR), &["bye"]);
     let reason = d["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains('\u{fffd}'),
         "invalid UTF-8 should be shown as U+FFFD: {d}"
     );
-    let line = wait_log_line(&mut server, &h.local, "bye", &[]);
+    let line = case.wait_log_line(local, "bye", &[]);
     eprintln!("{line}");
-    assert_no_raw_controls(&mut server);
-    drop(h);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
-}
-
-/// A close reason that is invalid UTF-8 and carries terminal control
-/// sequences (an OSC title change, a bell, an 8-bit CSI).
-const HOSTILE_REASON: &[u8] = b"\xff\xfebye\x1b]0;pwned\x07\xc2\x9b2J\xc3";
-
-/// The server's stderr holds none of the hostile reason's control
-/// characters raw (the log formatter's own colour codes, `ESC [`, are fine).
-fn assert_no_raw_controls(server: &mut Peer) {
-    let err = server.stderr_text();
+    let err = case.server.stderr_text();
     if err.contains('\u{7}') || err.contains("\u{1b}]") || err.contains('\u{9b}') {
-        server.fail("a peer's control characters reached the log unescaped");
+        case.server
+            .fail("a peer's control characters reached the log unescaped");
     }
 }
 
@@ -457,11 +414,8 @@ fn assert_no_raw_controls(server: &mut Peer) {
 /// the messages around them are delivered and acked.
 #[test]
 fn tcp_unknown_frame_types_are_skipped() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
-    let mut h = rt.block_on(HostileTcp::connect(&addr));
-    wait_connected_from(&mut server, &h.local);
+    let mut case = Hostile::tcp();
+    let mut h = case.tcp_peer();
     let mut bytes = raw_frame(0x21, b"hello");
     bytes.extend(raw_frame(0x3f, b""));
     bytes.extend(raw_frame(0x1234, &[0xab; 300]));
@@ -471,17 +425,14 @@ fn tcp_unknown_frame_types_are_skipped() {
     bytes.extend(data(1, b"split "));
     bytes.extend(raw_frame(0x22, &[0x01, 0x01, 0x00])); // looks like an ACK inside
     bytes.extend(end(1, b"message"));
-    rt.block_on(async {
+    case.block_on(async {
         h.send(&bytes).await;
         h.expect_acks([0, 1]).await;
     });
-    let m = server.wait_event_id("message", 0, TIMEOUT);
-    assert_eq!(m["text"], "after unknown frames", "{m}");
-    let m = server.wait_event_id("message", 1, TIMEOUT);
-    assert_eq!(m["text"], "split message", "{m}");
-    rt.block_on(h.close_politely());
-    expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
+    case.expect_message(0, "after unknown frames");
+    case.expect_message(1, "split message");
+    case.ends_politely(h);
+    case.assert_server_still_serves();
 }
 
 /// A peer that completes the handshake and then says nothing is dropped at
@@ -489,12 +440,9 @@ fn tcp_unknown_frame_types_are_skipped() {
 /// served.
 #[test]
 fn tcp_silent_peer_after_handshake_is_dropped_at_idle_timeout() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &["--idle-timeout", "3"]);
-    let mut h = rt.block_on(HostileTcp::connect(&addr));
-    wait_connected_from(&mut server, &h.local);
-    rt.block_on(async {
+    let mut case = Hostile::server(TransportKind::Tcp, &["--idle-timeout", "3"], &[]);
+    let mut h = case.tcp_peer();
+    case.block_on(async {
         loop {
             match h.next(Duration::from_secs(60)).await {
                 Got::Frame(Frame::Ping) => {}
@@ -503,10 +451,10 @@ fn tcp_silent_peer_after_handshake_is_dropped_at_idle_timeout() {
             }
         }
     });
-    expect_server_disconnected(&mut server, None, &["idle"]);
-    wait_log_line(&mut server, &h.local, "idle", &[]);
+    case.expect_server_disconnected(None, &["idle"]);
+    case.wait_log_line(&h.local, "idle", &[]);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
+    case.assert_server_still_serves();
 }
 
 /// While a chat is open, a hostile peer that completes the handshake and at
@@ -515,15 +463,7 @@ fn tcp_silent_peer_after_handshake_is_dropped_at_idle_timeout() {
 /// open chat is not disturbed.
 #[test]
 fn tcp_hostile_peers_while_a_chat_is_open() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let Chat {
-        mut server,
-        mut client,
-        addr,
-        fingerprint,
-    } = start_chat(TransportKind::Tcp, &[], &[]);
-    exchange(&mut client, &mut server, 0, "before");
+    let mut case = Hostile::with_open_chat(TransportKind::Tcp, "before");
 
     let mut garbage = vec![0x10];
     garbage.extend([0xff; 8]);
@@ -533,8 +473,8 @@ fn tcp_hostile_peers_while_a_chat_is_open() {
         ("an empty message", end(0, b""), &[BUSY]),
     ];
     for (what, bytes, codes) in attempts {
-        rt.block_on(async {
-            let mut h = HostileTcp::connect(&addr).await;
+        case.block_on(async {
+            let mut h = HostileTcp::connect(&case.addr).await;
             h.send_lenient(&bytes).await;
             loop {
                 match h.next(TIMEOUT).await {
@@ -553,21 +493,55 @@ fn tcp_hostile_peers_while_a_chat_is_open() {
         });
     }
 
-    exchange(&mut client, &mut server, 1, "after the intruders");
-    exchange(&mut server, &mut client, 0, "reply");
-    server.poll();
-    let texts: Vec<String> = server
-        .events_named("message")
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or("<binary>").to_string())
-        .collect();
+    case.client_sends(1, "after the intruders");
+    case.server_sends(0, "reply");
     assert_eq!(
-        texts,
+        case.server_messages(),
         ["before", "after the intruders"],
         "only the real client's messages may reach the server's user"
     );
-    finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Tcp);
+    case.assert_server_still_serves();
+}
+
+/// Ids that leave a gap after every message (0, 2, 4, …): the receiver
+/// tracks about 4,096 gaps and then calls it a protocol error (protocol.md
+/// §11.3), so its memory stays bounded. Honest gaps well below that are
+/// fine: the first 4,000 such messages are all delivered.
+#[test]
+fn tcp_too_many_gaps_in_message_ids() {
+    let mut case = Hostile::tcp();
+    let mut h = case.tcp_peer();
+    let mut bytes = Vec::new();
+    for i in 0..4200u64 {
+        bytes.extend(end(2 * i, b""));
+    }
+    let (acks, reason) = case.block_on(async {
+        h.send_lenient(&bytes).await;
+        let mut acks = 0;
+        loop {
+            match h.next(TIMEOUT).await {
+                Got::Frame(Frame::Ack { .. }) => acks += 1,
+                Got::Frame(Frame::Ping) => {}
+                Got::Frame(Frame::Close { code, reason }) => {
+                    assert_eq!(
+                        code,
+                        PROTOCOL_ERROR,
+                        "{:?}",
+                        String::from_utf8_lossy(&reason)
+                    );
+                    break (acks, String::from_utf8_lossy(&reason).into_owned());
+                }
+                other => panic!("expected ACKs then CLOSE(2), got {other:?} after {acks} acks"),
+            }
+        }
+    });
+    eprintln!("{acks} acks, then CLOSE: {reason:?}");
+    // Honest gaps are fine: the first 4,000 messages are delivered.
+    case.server.collect_events("message", 4000, LONG_TIMEOUT);
+    assert!(mentions_any(&reason, GAP_WORDS), "reason: {reason:?}");
+    case.server_reports_protocol_error(&h.local, GAP_WORDS);
+    drop(h);
+    case.assert_server_still_serves();
 }
 
 // ===========================================================================
@@ -579,19 +553,11 @@ fn tcp_hostile_peers_while_a_chat_is_open() {
 /// next client is served.
 #[test]
 fn quic_random_datagrams() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let Chat {
-        mut server,
-        mut client,
-        addr,
-        fingerprint,
-    } = start_chat(TransportKind::Quic, &[], &[]);
-    exchange(&mut client, &mut server, 0, "before the noise");
+    let mut case = Hostile::with_open_chat(TransportKind::Quic, "before the noise");
 
-    rt.block_on(async {
+    case.block_on(async {
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
-        let target = sock(&addr);
+        let target = sock(&case.addr);
         let mut seed = 1u64;
         let mut next = |len: usize| {
             seed += 1;
@@ -633,31 +599,21 @@ fn quic_random_datagrams() {
         }
     });
 
-    exchange(&mut client, &mut server, 1, "after the noise");
-    exchange(&mut server, &mut client, 0, "still fine");
-    finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Quic);
+    case.client_sends(1, "after the noise");
+    case.server_sends(0, "still fine");
+    case.assert_server_still_serves();
 }
 
 /// A QUIC client offering another ALPN, or none, never gets into a chat;
 /// the open chat is not disturbed.
 #[test]
 fn quic_wrong_or_missing_alpn_is_refused() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let Chat {
-        mut server,
-        mut client,
-        addr,
-        fingerprint,
-    } = start_chat(TransportKind::Quic, &[], &[]);
-    exchange(&mut client, &mut server, 0, "before");
-    let offers: [(&str, &[&[u8]]); 2] = [("ALPN http/1.1", &[b"http/1.1"]), ("no ALPN", &[])];
-    for (what, alpn) in offers {
-        let local = rt.block_on(async {
+    let mut case = Hostile::with_open_chat(TransportKind::Quic, "before");
+    for (what, alpn) in WRONG_ALPN {
+        let local = case.block_on(async {
             let endpoint = quic_endpoint();
             let local = endpoint.local_addr().unwrap().to_string();
-            match quic_connect(&endpoint, &addr, alpn).await {
+            match quic_connect(&endpoint, &case.addr, alpn).await {
                 Err(e) => eprintln!("{what}: refused during the handshake: {e}"),
                 Ok(conn) => {
                     let err = tokio::time::timeout(TIMEOUT, conn.closed())
@@ -674,64 +630,23 @@ fn quic_wrong_or_missing_alpn_is_refused() {
             endpoint.close(quinn::VarInt::from_u32(0), b"");
             local
         });
-        let line = wait_log_line(&mut server, &local, "handshake", &[]);
+        let line = case.wait_log_line(&local, "handshake", &[]);
         eprintln!("{what}: {line}");
     }
-    exchange(&mut client, &mut server, 1, "after");
-    exchange(&mut server, &mut client, 0, "reply");
-    server.poll();
-    assert_eq!(
-        server.events_named("connected").len(),
-        1,
-        "only the real client should have been admitted"
-    );
-    finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Quic);
-}
-
-/// Starts a QUIC server and admits a hostile peer with a proper control
-/// stream; checks a first message round trip.
-fn quic_hostile_chat(rt: &tokio::runtime::Runtime) -> (Peer, String, String, HostileQuic) {
-    let (mut server, addr, fp) = start_server(TransportKind::Quic, &[]);
-    let mut h = rt.block_on(HostileQuic::connect_with_control(&addr));
-    wait_connected_from(&mut server, &h.local);
-    rt.block_on(async {
-        h.send_message(0, b"first").await;
-        h.expect_ack(0).await;
-    });
-    let m = server.wait_event_id("message", 0, TIMEOUT);
-    assert_eq!(m["text"], "first", "{m}");
-    (server, addr, fp, h)
-}
-
-/// After a QUIC protocol error: CONNECTION_CLOSE with code 2 and a reason
-/// mentioning one of `any`, the server's report and log line, then a normal
-/// client chats.
-fn quic_expect_protocol_error(
-    rt: &tokio::runtime::Runtime,
-    server: &mut Peer,
-    h: &HostileQuic,
-    any: &[&str],
-) {
-    let reason = rt.block_on(h.expect_closed(PROTOCOL_ERROR, TIMEOUT));
-    assert!(
-        mentions_any(&reason, any),
-        "close reason should mention one of {any:?}: {reason:?}"
-    );
-    expect_server_disconnected(server, Some(PROTOCOL_ERROR), any);
-    let line = wait_log_line(server, &h.local, "protocol error", any);
-    eprintln!("close reason {reason:?}; log: {line}");
+    case.client_sends(1, "after");
+    case.server_sends(0, "reply");
+    case.assert_only_the_client_admitted();
+    case.assert_server_still_serves();
 }
 
 /// A second control stream is a protocol error.
 #[test]
 fn quic_second_control_stream() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, h) = quic_hostile_chat(&rt);
-    let _second = rt.block_on(h.open_control());
-    quic_expect_protocol_error(&rt, &mut server, &h, &["control"]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    let mut case = Hostile::quic();
+    let h = case.quic_peer_chatting();
+    let _second = case.block_on(h.open_control());
+    case.expect_protocol_error(h, &["control"]);
+    case.assert_server_still_serves();
 }
 
 /// A stream of unknown type (0x21, and one with an eight-byte type) gets
@@ -739,10 +654,9 @@ fn quic_second_control_stream() {
 /// are acked.
 #[test]
 fn quic_unknown_stream_type_is_stopped() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, mut h) = quic_hostile_chat(&rt);
-    rt.block_on(async {
+    let mut case = Hostile::quic();
+    let mut h = case.quic_peer_chatting();
+    case.block_on(async {
         for ty in [0x21u64, 0x3fff_ffff_ffff_ffff] {
             let mut first = varint(ty);
             first.extend_from_slice(b"what is this?");
@@ -761,21 +675,18 @@ fn quic_unknown_stream_type_is_stopped() {
         h.expect_ack(1).await;
         h.assert_open();
     });
-    let m = server.wait_event_id("message", 1, TIMEOUT);
-    assert_eq!(m["text"], "after unknown streams", "{m}");
-    rt.block_on(h.close_politely());
-    expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.expect_message(1, "after unknown streams");
+    case.ends_politely(h);
+    case.assert_server_still_serves();
 }
 
 /// Streams that end inside their header (nothing, half a type, a type and no
 /// id, half an id) are ignored: no message, no error, later messages acked.
 #[test]
 fn quic_stream_ending_inside_its_header_is_ignored() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, mut h) = quic_hostile_chat(&rt);
-    rt.block_on(async {
+    let mut case = Hostile::quic();
+    let mut h = case.quic_peer_chatting();
+    case.block_on(async {
         for head in [&[][..], &[0x40], &[0x01], &[0x01, 0x80, 0x00]] {
             let mut s = h.open_uni_with(head).await;
             s.finish().expect("finish");
@@ -790,44 +701,42 @@ fn quic_stream_ending_inside_its_header_is_ignored() {
         h.expect_ack(2).await;
         h.assert_open();
     });
-    server.wait_event_id("message", 2, TIMEOUT);
-    server.poll();
-    let ids: Vec<u64> = server
+    case.server.wait_event_id("message", 2, TIMEOUT);
+    case.server.poll();
+    let ids: Vec<u64> = case
+        .server
         .events_named("message")
         .iter()
         .filter_map(|m| m["id"].as_u64())
         .collect();
     assert_eq!(ids.len(), 3, "only the three real messages: {ids:?}");
-    rt.block_on(h.close_politely());
-    expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.ends_politely(h);
+    case.assert_server_still_serves();
 }
 
 /// Finishing the control stream (FIN) while the connection lives is a
 /// protocol error.
 #[test]
 fn quic_finished_control_stream() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, mut h) = quic_hostile_chat(&rt);
+    let mut case = Hostile::quic();
+    let mut h = case.quic_peer_chatting();
     h.control.as_mut().unwrap().finish().expect("finish");
-    quic_expect_protocol_error(&rt, &mut server, &h, &["control"]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.expect_protocol_error(h, &["control"]);
+    case.assert_server_still_serves();
 }
 
 /// Resetting the control stream is a protocol error too.
 #[test]
 fn quic_reset_control_stream() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, mut h) = quic_hostile_chat(&rt);
+    let mut case = Hostile::quic();
+    let mut h = case.quic_peer_chatting();
     h.control
         .as_mut()
         .unwrap()
         .reset(quinn::VarInt::from_u32(7))
         .expect("reset");
-    quic_expect_protocol_error(&rt, &mut server, &h, &["control"]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.expect_protocol_error(h, &["control"]);
+    case.assert_server_still_serves();
 }
 
 /// Unknown frame types on the control stream (also one split across
@@ -835,10 +744,9 @@ fn quic_reset_control_stream() {
 /// messages are acked.
 #[test]
 fn quic_unknown_frames_on_the_control_stream_are_skipped() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, mut h) = quic_hostile_chat(&rt);
-    rt.block_on(async {
+    let mut case = Hostile::quic();
+    let mut h = case.quic_peer_chatting();
+    case.block_on(async {
         let mut bytes = raw_frame(0x21, b"hello");
         bytes.extend(raw_frame(0x1234, &[0x11; 500]));
         bytes.extend(raw_frame(0x3fff_ffff_ffff_ffff, b""));
@@ -863,17 +771,11 @@ fn quic_unknown_frames_on_the_control_stream_are_skipped() {
         h.expect_ack(3).await;
         h.assert_open();
     });
-    for (id, text) in [
-        (1, "after unknown frames"),
-        (2, "while a frame is half written"),
-        (3, "after it"),
-    ] {
-        let m = server.wait_event_id("message", id, TIMEOUT);
-        assert_eq!(m["text"], text, "{m}");
-    }
-    rt.block_on(h.close_politely());
-    expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.expect_message(1, "after unknown frames");
+    case.expect_message(2, "while a frame is half written");
+    case.expect_message(3, "after it");
+    case.ends_politely(h);
+    case.assert_server_still_serves();
 }
 
 /// Frames that are errors on a control stream: DATA, END, CLOSE, lengths
@@ -882,9 +784,7 @@ fn quic_unknown_frames_on_the_control_stream_are_skipped() {
 /// serves the next one.
 #[test]
 fn quic_bad_frames_on_the_control_stream() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Quic, &[]);
+    let mut case = Hostile::quic();
     let mut huge = vec![0x21];
     huge.extend([0xff; 8]);
     let mut over = vec![0x01];
@@ -911,34 +811,30 @@ fn quic_bad_frames_on_the_control_stream() {
     ];
     for (what, bytes, any) in cases {
         eprintln!("case: {what}");
-        let mut h = rt.block_on(HostileQuic::connect_with_control(&addr));
-        wait_connected_from(&mut server, &h.local);
-        rt.block_on(h.control_write(&bytes));
-        quic_expect_protocol_error(&rt, &mut server, &h, any);
-        drop(h);
+        let mut h = case.quic_peer();
+        case.block_on(h.control_write(&bytes));
+        case.expect_protocol_error(h, any);
     }
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.assert_server_still_serves();
 }
 
 /// A second message with an id already received is a protocol error.
 #[test]
 fn quic_duplicate_message_id() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, h) = quic_hostile_chat(&rt);
-    rt.block_on(h.send_message(0, b"again"));
-    quic_expect_protocol_error(&rt, &mut server, &h, &["twice", "duplicate", "already"]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    let mut case = Hostile::quic();
+    let h = case.quic_peer_chatting();
+    case.block_on(h.send_message(0, b"again"));
+    case.expect_protocol_error(h, DUPLICATE_WORDS);
+    case.assert_server_still_serves();
 }
 
 /// Streams opened as fast as stream credit allows, for a few seconds, each a
 /// tiny valid message: every one is delivered and acked, nothing fails.
 #[test]
 fn quic_stream_flood_within_credit() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, mut h) = quic_hostile_chat(&rt);
-    let n = rt.block_on(async {
+    let mut case = Hostile::quic();
+    let mut h = case.quic_peer_chatting();
+    let n = case.block_on(async {
         let start = Instant::now();
         let mut id = 1u64;
         while start.elapsed() < Duration::from_secs(3) && id < 50_000 {
@@ -948,15 +844,16 @@ fn quic_stream_flood_within_credit() {
         id
     });
     eprintln!("opened {} message streams in 3 s", n - 1);
-    rt.block_on(async {
+    case.block_on(async {
         h.expect_acks(1..n, LONG_TIMEOUT).await;
         h.assert_open();
     });
-    let got = server.collect_events("message", (n - 1) as usize, LONG_TIMEOUT);
+    let got = case
+        .server
+        .collect_events("message", (n - 1) as usize, LONG_TIMEOUT);
     assert_eq!(got.len() as u64, n - 1);
-    rt.block_on(h.close_politely());
-    expect_server_disconnected(&mut server, Some(NO_ERROR), &[]);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.ends_politely(h);
+    case.assert_server_still_serves();
 }
 
 /// A peer that never opens its control stream is closed with PROTOCOL_ERROR
@@ -964,13 +861,11 @@ fn quic_stream_flood_within_credit() {
 /// served. Takes about 10 s.
 #[test]
 fn quic_no_control_stream_is_closed_after_10_s() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Quic, &[]);
-    let h = rt.block_on(HostileQuic::connect(&addr));
+    let mut case = Hostile::quic();
+    let h = case.block_on(HostileQuic::connect(&case.addr));
     let since = Instant::now();
-    wait_connected_from(&mut server, &h.local);
-    let reason = rt.block_on(h.expect_closed(PROTOCOL_ERROR, Duration::from_secs(10) + TIMEOUT));
+    case.wait_connected_from(&h.local);
+    let reason = case.block_on(h.expect_closed(PROTOCOL_ERROR, Duration::from_secs(10) + TIMEOUT));
     let waited = since.elapsed();
     eprintln!("closed after {waited:?}: {reason:?}");
     assert!(
@@ -981,10 +876,9 @@ fn quic_no_control_stream_is_closed_after_10_s() {
         mentions_any(&reason, &["control"]),
         "close reason should mention the control stream: {reason:?}"
     );
-    expect_server_disconnected(&mut server, Some(PROTOCOL_ERROR), &["control"]);
-    wait_log_line(&mut server, &h.local, "protocol error", &["control"]);
+    case.server_reports_protocol_error(&h.local, &["control"]);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.assert_server_still_serves();
 }
 
 /// While a chat is open, a hostile QUIC peer that sends a message and a
@@ -992,18 +886,10 @@ fn quic_no_control_stream_is_closed_after_10_s() {
 /// message never reaches the server's user and the chat goes on.
 #[test]
 fn quic_hostile_peer_while_a_chat_is_open() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let Chat {
-        mut server,
-        mut client,
-        addr,
-        fingerprint,
-    } = start_chat(TransportKind::Quic, &[], &[]);
-    exchange(&mut client, &mut server, 0, "before");
-    rt.block_on(async {
+    let mut case = Hostile::with_open_chat(TransportKind::Quic, "before");
+    case.block_on(async {
         let endpoint = quic_endpoint();
-        let conn = match quic_connect(&endpoint, &addr, &[ALPN]).await {
+        let conn = match quic_connect(&endpoint, &case.addr, &[ALPN]).await {
             Ok(c) => c,
             Err(e) => panic!("a busy server should still complete the handshake: {e}"),
         };
@@ -1031,17 +917,10 @@ fn quic_hostile_peer_while_a_chat_is_open() {
         }
         endpoint.close(quinn::VarInt::from_u32(0), b"");
     });
-    exchange(&mut client, &mut server, 1, "after the intruder");
-    exchange(&mut server, &mut client, 0, "reply");
-    server.poll();
-    let texts: Vec<String> = server
-        .events_named("message")
-        .iter()
-        .map(|m| m["text"].as_str().unwrap_or("<binary>").to_string())
-        .collect();
-    assert_eq!(texts, ["before", "after the intruder"]);
-    finish_client(&mut server, &mut client);
-    normal_client_chats(&mut server, &addr, &fingerprint, TransportKind::Quic);
+    case.client_sends(1, "after the intruder");
+    case.server_sends(0, "reply");
+    assert_eq!(case.server_messages(), ["before", "after the intruder"]);
+    case.assert_server_still_serves();
 }
 
 /// A QUIC close from the peer with a reason that is invalid UTF-8 and full
@@ -1049,85 +928,26 @@ fn quic_hostile_peer_while_a_chat_is_open() {
 /// characters, never raw in the log.
 #[test]
 fn quic_close_with_invalid_utf8_reason() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, h) = quic_hostile_chat(&rt);
+    let mut case = Hostile::quic();
+    let h = case.quic_peer_chatting();
     let local = h.local.clone();
-    rt.block_on(async {
+    case.block_on(async {
         h.conn.close(quinn::VarInt::from_u32(0), HOSTILE_REASON);
         let _ = tokio::time::timeout(Duration::from_secs(3), h.endpoint.wait_idle()).await;
     });
-    let d = expect_server_disconnected(&mut server, Some(NO_ERROR), &["bye"]);
-    assert!(
-        d["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains('\u{fffd}'),
-        "invalid UTF-8 should be shown as U+FFFD: {d}"
-    );
-    let line = wait_log_line(&mut server, &local, "bye", &[]);
-    eprintln!("{line}");
-    assert_no_raw_controls(&mut server);
+    assert_hostile_reason_shown_escaped(&mut case, &local);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.assert_server_still_serves();
 }
 
-/// Words one of which a reason about too many gaps in ids mentions.
-const GAP_WORDS: &[&str] = &["gap", "fragment", "range"];
-
-/// Ids that leave a gap after every message (0, 2, 4, …): the receiver
-/// tracks about 4,096 gaps and then calls it a protocol error (protocol.md
-/// §11.3), so its memory stays bounded. Honest gaps well below that are
-/// fine: the first 4,000 such messages are all delivered.
-#[test]
-fn tcp_too_many_gaps_in_message_ids() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
-    let mut h = rt.block_on(HostileTcp::connect(&addr));
-    wait_connected_from(&mut server, &h.local);
-    let mut bytes = Vec::new();
-    for i in 0..4200u64 {
-        bytes.extend(end(2 * i, b""));
-    }
-    let (acks, reason) = rt.block_on(async {
-        h.send_lenient(&bytes).await;
-        let mut acks = 0;
-        loop {
-            match h.next(TIMEOUT).await {
-                Got::Frame(Frame::Ack { .. }) => acks += 1,
-                Got::Frame(Frame::Ping) => {}
-                Got::Frame(Frame::Close { code, reason }) => {
-                    assert_eq!(
-                        code,
-                        PROTOCOL_ERROR,
-                        "{:?}",
-                        String::from_utf8_lossy(&reason)
-                    );
-                    break (acks, String::from_utf8_lossy(&reason).into_owned());
-                }
-                other => panic!("expected ACKs then CLOSE(2), got {other:?} after {acks} acks"),
-            }
-        }
-    });
-    eprintln!("{acks} acks, then CLOSE: {reason:?}");
-    // Honest gaps are fine: the first 4,000 messages are delivered.
-    server.collect_events("message", 4000, LONG_TIMEOUT);
-    assert!(mentions_any(&reason, GAP_WORDS), "reason: {reason:?}");
-    expect_server_disconnected(&mut server, Some(PROTOCOL_ERROR), GAP_WORDS);
-    wait_log_line(&mut server, &h.local, "protocol error", GAP_WORDS);
-    drop(h);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Tcp);
-}
-
-/// The same over QUIC: one stream per message, ids 0, 2, 4, ….
+/// The same as [`tcp_too_many_gaps_in_message_ids`] over QUIC: one stream
+/// per message, ids 0, 2, 4, ….
 #[test]
 fn quic_too_many_gaps_in_message_ids() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp, h) = quic_hostile_chat(&rt);
+    let mut case = Hostile::quic();
+    let h = case.quic_peer_chatting();
     // Message 0 is taken; gaps start at 2.
-    let sent = rt.block_on(async {
+    let sent = case.block_on(async {
         let mut sent = Vec::new();
         for i in 1..4200u64 {
             let Ok(Ok(mut s)) = tokio::time::timeout(TIMEOUT, h.conn.open_uni()).await else {
@@ -1145,44 +965,41 @@ fn quic_too_many_gaps_in_message_ids() {
     eprintln!("sent {} messages before the connection ended", sent.len());
     // Honest gaps are fine: the first 4,000 messages are delivered. (Their
     // acks may be cut off by the close, so the server's side is checked.)
-    server.collect_events("message", 4000, LONG_TIMEOUT);
-    let reason = rt.block_on(h.expect_closed(PROTOCOL_ERROR, LONG_TIMEOUT));
+    case.server.collect_events("message", 4000, LONG_TIMEOUT);
+    let reason = case.block_on(h.expect_closed(PROTOCOL_ERROR, LONG_TIMEOUT));
     assert!(mentions_any(&reason, GAP_WORDS), "reason: {reason:?}");
-    expect_server_disconnected(&mut server, Some(PROTOCOL_ERROR), GAP_WORDS);
-    wait_log_line(&mut server, &h.local, "protocol error", GAP_WORDS);
+    case.server_reports_protocol_error(&h.local, GAP_WORDS);
     drop(h);
-    normal_client_chats(&mut server, &addr, &fp, TransportKind::Quic);
+    case.assert_server_still_serves();
 }
+
+// ===========================================================================
+// Both transports
+// ===========================================================================
 
 /// At the log level a user gets by default (`warn`), the line reporting a
 /// protocol error still names the peer's address and what it did wrong.
 fn protocol_error_logged_at_default_level(t: TransportKind) {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) =
-        start_server_with(t, "127.0.0.1", &[], &[("RUST_LOG", "warn")], true);
+    let mut case = Hostile::server(t, &[], &[("RUST_LOG", "warn")]);
     let (local, what) = match t {
         TransportKind::Tcp => {
-            let mut h = rt.block_on(HostileTcp::connect(&addr));
-            wait_connected_from(&mut server, &h.local);
-            rt.block_on(async {
+            let mut h = case.tcp_peer();
+            case.block_on(async {
                 h.send_lenient(&[0x01, 0x02, 0x05, 0x00]).await;
                 h.expect_close(PROTOCOL_ERROR).await;
             });
             (h.local.clone(), "ACK")
         }
         TransportKind::Quic => {
-            let h = rt.block_on(HostileQuic::connect_with_control(&addr));
-            wait_connected_from(&mut server, &h.local);
-            let _second = rt.block_on(h.open_control());
-            rt.block_on(h.expect_closed(PROTOCOL_ERROR, TIMEOUT));
+            let h = case.quic_peer();
+            let _second = case.block_on(h.open_control());
+            case.block_on(h.expect_closed(PROTOCOL_ERROR, TIMEOUT));
             (h.local.clone(), "control")
         }
     };
-    expect_server_disconnected(&mut server, Some(PROTOCOL_ERROR), &[what]);
-    let line = wait_log_line(&mut server, &local, "protocol error", &[what]);
+    let line = case.server_reports_protocol_error(&local, &[what]);
     eprintln!("{line}");
-    normal_client_chats(&mut server, &addr, &fp, t);
+    case.assert_server_still_serves();
 }
 
 #[test]
@@ -1193,30 +1010,4 @@ fn tcp_protocol_error_logged_with_peer_at_default_level() {
 #[test]
 fn quic_protocol_error_logged_with_peer_at_default_level() {
     protocol_error_logged_at_default_level(TransportKind::Quic);
-}
-
-/// More stalled TCP connections than the server lets handshake at once
-/// (300): a real client arriving meanwhile must still get in and chat. One
-/// host holding a few hundred idle sockets must not lock everyone out
-/// (protocol.md §11.13: "a stalled client never holds up other clients").
-#[test]
-fn tcp_hundreds_of_idle_connections_do_not_lock_out_a_client() {
-    let rt = rt();
-    let _rt = rt.enter();
-    let (mut server, addr, fp) = start_server(TransportKind::Tcp, &[]);
-    let idle: Vec<TcpStream> = rt.block_on(async {
-        let mut v = Vec::new();
-        for _ in 0..300 {
-            v.push(TcpStream::connect(sock(&addr)).await.expect("TCP connect"));
-        }
-        v
-    });
-    // Let the server accept them all before the real client comes.
-    std::thread::sleep(Duration::from_millis(500));
-    let mut client = start_client(TransportKind::Tcp, &addr, &fp, &[]);
-    await_connected(&mut server, &mut client, TransportKind::Tcp, &fp);
-    exchange(&mut client, &mut server, 0, "three hundred idle sockets");
-    exchange(&mut server, &mut client, 0, "do not keep us apart");
-    drop(idle);
-    finish_client(&mut server, &mut client);
 }
