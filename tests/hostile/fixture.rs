@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    Chat, Peer, TIMEOUT, TransportKind, await_connected, exchange, finish_client, start_chat,
-    start_client, start_server_with,
+    ChatProcess, Peer, TIMEOUT, TransportKind, await_connected, exchange, finish_client,
+    start_chat, start_client, start_server_with,
 };
 use tokio::runtime::Runtime;
 
@@ -61,19 +61,14 @@ impl Hostile {
     /// sent message 0, `first`.
     pub fn with_open_chat(t: TransportKind, first: &str) -> Hostile {
         let rt = runtime();
-        let Chat {
-            mut server,
-            mut client,
-            addr,
-            fingerprint,
-        } = start_chat(t, &[], &[]);
-        exchange(&mut client, &mut server, 0, first);
+        let mut chat = start_chat(t, &[], &[]);
+        exchange(&mut chat.client, &mut chat.server, 0, first);
         Hostile {
             t,
-            server,
-            addr,
-            fp: fingerprint,
-            client: Some(client),
+            server: chat.server,
+            addr: chat.addr,
+            fp: chat.fingerprint,
+            client: Some(chat.client),
             rt,
         }
     }
@@ -101,10 +96,12 @@ impl Hostile {
         exchange(client, server, id, text);
     }
 
-    /// The open chat goes on: the server sends message `id`, `text`.
-    pub fn server_sends(&mut self, id: u64, text: &str) {
+    /// The open chat goes on: the client sends message 1, `after`, and
+    /// the server answers with its message 0, `reply`.
+    pub fn chat_goes_on(&mut self, after: &str, reply: &str) {
         let (server, client) = self.chat();
-        exchange(server, client, id, text);
+        exchange(client, server, 1, after);
+        exchange(server, client, 0, reply);
     }
 
     /// The client of the open chat leaves cleanly.

@@ -97,8 +97,7 @@ fn tcp_random_bytes_instead_of_client_hello() {
         eprintln!("{what}: {line}");
     }
 
-    case.client_sends(1, "the chat goes on");
-    case.server_sends(0, "still here");
+    case.chat_goes_on("the chat goes on", "still here");
     case.assert_server_still_serves();
 }
 
@@ -143,8 +142,7 @@ fn tcp_wrong_or_missing_alpn_is_refused() {
     }
     case.assert_only_the_client_admitted();
 
-    case.client_sends(1, "after");
-    case.server_sends(0, "reply");
+    case.chat_goes_on("after", "reply");
     case.assert_server_still_serves();
 }
 
@@ -493,8 +491,7 @@ fn tcp_hostile_peers_while_a_chat_is_open() {
         });
     }
 
-    case.client_sends(1, "after the intruders");
-    case.server_sends(0, "reply");
+    case.chat_goes_on("after the intruders", "reply");
     assert_eq!(
         case.server_messages(),
         ["before", "after the intruders"],
@@ -599,8 +596,7 @@ fn quic_random_datagrams() {
         }
     });
 
-    case.client_sends(1, "after the noise");
-    case.server_sends(0, "still fine");
+    case.chat_goes_on("after the noise", "still fine");
     case.assert_server_still_serves();
 }
 
@@ -633,8 +629,7 @@ fn quic_wrong_or_missing_alpn_is_refused() {
         let line = case.wait_log_line(&local, "handshake", &[]);
         eprintln!("{what}: {line}");
     }
-    case.client_sends(1, "after");
-    case.server_sends(0, "reply");
+    case.chat_goes_on("after", "reply");
     case.assert_only_the_client_admitted();
     case.assert_server_still_serves();
 }
@@ -703,12 +698,7 @@ fn quic_stream_ending_inside_its_header_is_ignored() {
     });
     case.server.wait_event_id("message", 2, TIMEOUT);
     case.server.poll();
-    let ids: Vec<u64> = case
-        .server
-        .events_named("message")
-        .iter()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
+    let ids = case.server.ids_of("message");
     assert_eq!(ids.len(), 3, "only the three real messages: {ids:?}");
     case.ends_politely(h);
     case.assert_server_still_serves();
@@ -917,8 +907,7 @@ fn quic_hostile_peer_while_a_chat_is_open() {
         }
         endpoint.close(quinn::VarInt::from_u32(0), b"");
     });
-    case.client_sends(1, "after the intruder");
-    case.server_sends(0, "reply");
+    case.chat_goes_on("after the intruder", "reply");
     assert_eq!(case.server_messages(), ["before", "after the intruder"]);
     case.assert_server_still_serves();
 }

@@ -55,21 +55,13 @@ fn too_large_message_rejected_both_directions(t: TransportKind) {
         }
     }
     server.poll();
-    let got: Vec<u64> = server
-        .events_named("message")
-        .iter()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
+    let got = server.ids_of("message");
     assert!(
         !got.contains(&0) && !got.contains(&2),
         "server delivered a too-large message: {got:?}"
     );
     client.poll();
-    let got: Vec<u64> = client
-        .events_named("message")
-        .iter()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
+    let got = client.ids_of("message");
     assert!(
         !got.contains(&0),
         "client delivered a too-large message: {got:?}"

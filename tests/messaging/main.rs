@@ -38,12 +38,7 @@ fn messages_both_directions(t: TransportKind) {
                 p.label
             );
         }
-        let ids: Vec<u64> = p
-            .events_named("sent")
-            .iter()
-            .filter_map(|e| e["id"].as_u64())
-            .collect();
-        assert_eq!(ids, vec![0, 1], "[{}] sent ids", p.label);
+        assert_eq!(p.ids_of("sent"), vec![0, 1], "[{}] sent ids", p.label);
         p.assert_only_json_events();
     }
 }

@@ -45,6 +45,21 @@ fn body(dir: &str, i: u64) -> String {
     s
 }
 
+/// Queues messages 0..n on both sides (client to server `body("c2s", i)`,
+/// server to client `body("s2c", i)`) before waiting for anything, then
+/// waits, within `timeout` for each, until each side has received `n`
+/// messages and `n` acks.
+fn pipeline_each_way(server: &mut Peer, client: &mut Peer, n: u64, timeout: Duration) {
+    for i in 0..n {
+        client.send_text(&body("c2s", i));
+        server.send_text(&body("s2c", i));
+    }
+    server.collect_events("message", n as usize, timeout);
+    client.collect_events("message", n as usize, timeout);
+    client.collect_events("ack", n as usize, timeout);
+    server.collect_events("ack", n as usize, timeout);
+}
+
 /// The id of an event (panics with the peer's diagnostics if missing).
 fn id_of(p: &mut Peer, ev: &Value) -> u64 {
     match ev["id"].as_u64() {
@@ -171,21 +186,11 @@ fn pipelined_under_loss(t: TransportKind, test: &str, pct: u32, n: u64, loss_fro
     if loss_from_start {
         net.set_loss(pct);
     }
-    let (mut server, addr, fp) = net.start_server(t, &idle);
-    let mut client = net.start_client(t, &addr, &fp, &idle);
-    await_connected(&mut server, &mut client, t, &fp);
+    let (mut server, mut client, _, _) = net.start_chat(t, &idle);
     net.set_loss(pct);
 
     let started = Instant::now();
-    // Queue everything on both sides before waiting for anything.
-    for i in 0..n {
-        client.send_text(&body("c2s", i));
-        server.send_text(&body("s2c", i));
-    }
-    server.collect_events("message", n as usize, LONG_TIMEOUT);
-    client.collect_events("message", n as usize, LONG_TIMEOUT);
-    client.collect_events("ack", n as usize, LONG_TIMEOUT);
-    server.collect_events("ack", n as usize, LONG_TIMEOUT);
+    pipeline_each_way(&mut server, &mut client, n, LONG_TIMEOUT);
     let dropped = net.dropped();
     eprintln!(
         "{test}: {n} messages each way under {pct}% loss in {:?} ({dropped} packets dropped)",
@@ -256,9 +261,7 @@ fn link_cut_is_detected_and_a_new_client_is_served(t: TransportKind) {
     };
     const IDLE: Duration = Duration::from_secs(3);
     let idle = ["--idle-timeout", "3"];
-    let (mut server, addr, fp) = net.start_server(t, &idle);
-    let mut client = net.start_client(t, &addr, &fp, &idle);
-    await_connected(&mut server, &mut client, t, &fp);
+    let (mut server, mut client, addr, fp) = net.start_chat(t, &idle);
     exchange(&mut client, &mut server, 0, "before the cut, c2s 0");
     exchange(&mut server, &mut client, 0, "before the cut, s2c 0");
     exchange(&mut client, &mut server, 1, "before the cut, c2s 1");
@@ -419,9 +422,7 @@ fn message_16_mib_intact_under_5_percent_loss(t: TransportKind) {
     };
     const LEN: usize = 16 * 1024 * 1024;
     let idle = ["--idle-timeout", "30"];
-    let (mut server, addr, fp) = net.start_server(t, &idle);
-    let mut client = net.start_client(t, &addr, &fp, &idle);
-    await_connected(&mut server, &mut client, t, &fp);
+    let (mut server, mut client, _, _) = net.start_chat(t, &idle);
     net.set_loss(5);
 
     let mut up = pseudo_random_bytes(LEN, 0x5eed_1605);
@@ -503,20 +504,11 @@ fn heavy_20_percent(t: TransportKind) {
     const LEN: usize = 16 * 1024 * 1024;
     const VERY_LONG: Duration = Duration::from_secs(600);
     let idle = ["--idle-timeout", "60"];
-    let (mut server, addr, fp) = net.start_server(t, &idle);
-    let mut client = net.start_client(t, &addr, &fp, &idle);
-    await_connected(&mut server, &mut client, t, &fp);
+    let (mut server, mut client, _, _) = net.start_chat(t, &idle);
     net.set_loss(20);
 
     let started = Instant::now();
-    for i in 0..N {
-        client.send_text(&body("c2s", i));
-        server.send_text(&body("s2c", i));
-    }
-    server.collect_events("message", N as usize, VERY_LONG);
-    client.collect_events("message", N as usize, VERY_LONG);
-    client.collect_events("ack", N as usize, VERY_LONG);
-    server.collect_events("ack", N as usize, VERY_LONG);
+    pipeline_each_way(&mut server, &mut client, N, VERY_LONG);
     eprintln!("{test}: {N} messages each way in {:?}", started.elapsed());
 
     let started = Instant::now();

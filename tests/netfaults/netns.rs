@@ -44,7 +44,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
-use support::{Launch, Peer, TempDir, TransportKind, await_listening, server_args};
+use support::{
+    ChatProcess, Launch, Peer, TempDir, TransportKind, await_connected, await_listening,
+    server_args,
+};
 
 /// Which end of a [`NetPair`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -390,6 +393,16 @@ impl NetPair {
         .args(extra)
         .home(home);
         self.spawn(Side::B, launch)
+    }
+
+    /// A server in namespace A and a client in B, both started with
+    /// `extra`, and both reporting `connected`. Returns (server, client,
+    /// addr, fingerprint).
+    pub fn start_chat(&self, t: TransportKind, extra: &[&str]) -> (Peer, Peer, String, String) {
+        let (mut server, addr, fp) = self.start_server(t, extra);
+        let mut client = self.start_client(t, &addr, &fp, extra);
+        await_connected(&mut server, &mut client, t, &fp);
+        (server, client, addr, fp)
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::client::start_client;
 use crate::peer::Peer;
+use crate::process::ChatProcess;
 use crate::server::start_server;
 use crate::{TIMEOUT, TransportKind};
 

@@ -12,6 +12,7 @@ mod conversation;
 mod data;
 mod homes;
 mod peer;
+mod process;
 pub mod pty;
 mod server;
 mod temp;
@@ -24,6 +25,7 @@ pub use conversation::*;
 pub use data::*;
 pub use homes::*;
 pub use peer::*;
+pub use process::{ChatProcess, Process};
 pub use server::*;
 pub use temp::TempDir;
 

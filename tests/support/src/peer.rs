@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::TIMEOUT;
 use crate::bin::chat_bin;
+use crate::process::{ChatProcess, Process, poll};
 use crate::temp::TempDir;
 
 /// Keep at most this much of a child's stderr (the tail) for diagnostics.
@@ -54,7 +55,7 @@ impl Recorded {
 /// The child is killed (SIGKILL) when the `Peer` is dropped.
 pub struct Peer {
     pub label: String,
-    child: Child,
+    process: Process,
     stdin_tx: Option<Sender<Vec<u8>>>,
     lines_rx: Receiver<Line>,
     stdout_closed: bool,
@@ -63,7 +64,6 @@ pub struct Peer {
     /// Set by the stderr thread when it has read everything (EOF).
     stderr_closed: Arc<AtomicBool>,
     write_error: Arc<Mutex<Option<String>>>,
-    exit: Option<ExitStatus>,
     home: Option<TempDir>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
@@ -220,7 +220,7 @@ impl Peer {
 
         Peer {
             label,
-            child,
+            process: Process::new(child),
             stdin_tx: Some(stdin_tx),
             lines_rx,
             stdout_closed: false,
@@ -228,7 +228,6 @@ impl Peer {
             stderr,
             stderr_closed,
             write_error,
-            exit: None,
             home,
             args,
             envs,
@@ -236,7 +235,7 @@ impl Peer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn home(&self) -> Option<&Path> {
@@ -283,14 +282,6 @@ impl Peer {
 
     // ----- process control ------------------------------------------------
 
-    /// SIGKILL the child and reap it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        if let Ok(st) = self.child.wait() {
-            self.exit = Some(st);
-        }
-    }
-
     /// Send a signal by name ("INT", "TERM", "STOP", "CONT", ...) using kill(1).
     pub fn signal(&mut self, sig: &str) {
         let status = Command::new("kill")
@@ -304,39 +295,6 @@ impl Peer {
             self.label,
             self.pid()
         );
-    }
-
-    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none()
-            && let Ok(Some(st)) = self.child.try_wait()
-        {
-            self.exit = Some(st);
-        }
-        self.exit
-    }
-
-    /// Wait for the child to exit; panics (with diagnostics) on timeout.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_exit_status() {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                let msg = format!("timed out after {timeout:?} waiting for the process to exit");
-                self.fail(&msg);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Wait for exit and assert the exit code.
-    pub fn expect_exit_code(&mut self, code: i32, timeout: Duration) {
-        let st = self.wait_exit(timeout);
-        if st.code() != Some(code) {
-            let msg = format!("expected exit status {code}, got {st}");
-            self.fail(&msg);
-        }
     }
 
     // ----- stdout events -------------------------------------------------
@@ -546,6 +504,14 @@ impl Peer {
             .collect()
     }
 
+    /// The ids of all events called `name` seen so far, in stdout order.
+    pub fn ids_of(&self, name: &str) -> Vec<u64> {
+        self.events_named(name)
+            .iter()
+            .filter_map(|e| e["id"].as_u64())
+            .collect()
+    }
+
     /// Every stdout line seen so far, raw.
     pub fn stdout_lines(&self) -> Vec<&str> {
         self.history.iter().map(|r| r.line.raw.as_str()).collect()
@@ -575,7 +541,7 @@ impl Peer {
     /// waits (bounded) until its stderr has been read to the end, so that
     /// nothing it wrote just before exiting is missed.
     pub fn stderr_text(&self) -> String {
-        if self.exit.is_some() {
+        if self.process.has_exited() {
             let deadline = Instant::now() + TIMEOUT;
             while !self.stderr_closed.load(Ordering::SeqCst) && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(10));
@@ -587,14 +553,14 @@ impl Peer {
     /// Wait until the child's stderr contains `needle` (logs may lag behind
     /// stdout events); panics with diagnostics on timeout.
     pub fn wait_stderr_contains(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.stderr_text().contains(needle) {
-            if Instant::now() >= deadline {
-                let msg =
-                    format!("timed out after {timeout:?} waiting for stderr to mention {needle:?}");
-                self.fail(&msg);
-            }
-            thread::sleep(Duration::from_millis(20));
+        if poll(timeout, || {
+            self.stderr_text().contains(needle).then_some(())
+        })
+        .is_none()
+        {
+            self.fail(&format!(
+                "timed out after {timeout:?} waiting for stderr to mention {needle:?}"
+            ));
         }
     }
 
@@ -613,19 +579,24 @@ impl Peer {
         }
         said
     }
+}
 
-    // ----- diagnostics ---------------------------------------------------
+impl ChatProcess for Peer {
+    fn label(&self) -> &str {
+        &self.label
+    }
 
-    pub fn diagnostics(&mut self) -> String {
+    fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    fn diagnostics(&mut self) -> String {
         self.poll();
-        let status = match self.try_exit_status() {
-            Some(st) => format!("exited: {st}"),
-            None => "still running".to_string(),
-        };
+        let status = self.process.status_text();
         let mut s = format!(
             "[{}] pid {} ({status})\n  command: {}{} {}\n",
             self.label,
-            self.child.id(),
+            self.process.pid(),
             self.envs
                 .iter()
                 .map(|(k, v)| format!("{k}={v} "))
@@ -669,21 +640,12 @@ impl Peer {
         );
         s
     }
-
-    /// Panic with `msg` and this peer's diagnostics.
-    pub fn fail(&mut self, msg: &str) -> ! {
-        let d = self.diagnostics();
-        panic!("[{}] {msg}\n{d}", self.label);
-    }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        // Close stdin first; the process is killed as it is dropped next.
         self.stdin_tx = None;
-        if self.exit.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::homes::is_fingerprint;
 use crate::peer::{Launch, Peer};
+use crate::process::ChatProcess;
 use crate::temp::{TempDir, next_id};
 use crate::{TIMEOUT, TransportKind};
 
