@@ -2,13 +2,11 @@
 //! reads keeps acknowledging, turns a second client away promptly and still
 //! stops on Ctrl-C; and every client turned away is an event (`refused`).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 both_transports!(
     server_whose_stdout_is_never_read_keeps_serving,
@@ -35,7 +33,7 @@ impl Drop for Unread {
     }
 }
 
-fn unread_server(t: Transport) -> Unread {
+fn unread_server(t: TransportKind) -> Unread {
     let home = TempDir::new("unread-server");
     let mut child = Command::new(chat_bin())
         .args(server_args(t, "127.0.0.1", &home, true))
@@ -62,7 +60,7 @@ fn unread_server(t: Transport) -> Unread {
 /// own, the server would stop at its first blocked write.
 const FLOOD: usize = 3000;
 
-fn server_whose_stdout_is_never_read_keeps_serving(t: Transport) {
+fn server_whose_stdout_is_never_read_keeps_serving(t: TransportKind) {
     let mut server = unread_server(t);
     let mut client = start_client(t, &server.addr, &server.fingerprint, &[]);
     client.wait_event("connected", TIMEOUT);
@@ -109,7 +107,7 @@ fn server_whose_stdout_is_never_read_keeps_serving(t: Transport) {
     assert_eq!(exited.code(), Some(0), "server exit status");
     eprintln!(
         "[{}] server with unread stdout stopped {:?} after SIGINT",
-        t.as_str(),
+        t.name(),
         sent.elapsed()
     );
     let d = client.wait_event("disconnected", TIMEOUT);
@@ -136,7 +134,7 @@ fn check_refused(server: &mut Peer, refused: &Peer, code: u64) {
     }
 }
 
-fn busy_client_gives_a_refused_event(t: Transport) {
+fn busy_client_gives_a_refused_event(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -150,7 +148,7 @@ fn busy_client_gives_a_refused_event(t: Transport) {
     server.assert_only_json_events();
 }
 
-fn unauthorized_client_gives_a_refused_event(t: Transport) {
+fn unauthorized_client_gives_a_refused_event(t: TransportKind) {
     // An allow list that names someone else.
     let other = format!("sha256:{}", "ab".repeat(32));
     let (mut server, addr, fingerprint) = start_server(t, &["--allow", &other]);

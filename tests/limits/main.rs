@@ -1,8 +1,6 @@
 //! Limits: messages over the receiver's --max-message-size are rejected.
 
-mod common;
-
-use common::*;
+use support::*;
 
 both_transports!(too_large_message_rejected_both_directions);
 
@@ -19,7 +17,7 @@ fn expect_rejected(p: &mut Peer, id: u64) {
 /// Both sides accept at most 1000 bytes. 5000 and 1001 bytes are rejected
 /// with TOO_LARGE (code 1); exactly 1000 bytes and small messages are still
 /// delivered and acked — the chat goes on.
-fn too_large_message_rejected_both_directions(t: Transport) {
+fn too_large_message_rejected_both_directions(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -57,21 +55,13 @@ fn too_large_message_rejected_both_directions(t: Transport) {
         }
     }
     server.poll();
-    let got: Vec<u64> = server
-        .events_named("message")
-        .iter()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
+    let got = server.ids_of("message");
     assert!(
         !got.contains(&0) && !got.contains(&2),
         "server delivered a too-large message: {got:?}"
     );
     client.poll();
-    let got: Vec<u64> = client
-        .events_named("message")
-        .iter()
-        .filter_map(|m| m["id"].as_u64())
-        .collect();
+    let got = client.ids_of("message");
     assert!(
         !got.contains(&0),
         "client delivered a too-large message: {got:?}"

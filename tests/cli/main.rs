@@ -1,8 +1,6 @@
 //! Command line: environment fallbacks, address forms, usage errors.
 
-mod common;
-
-use common::*;
+use support::*;
 
 both_transports!(
     env_mode_server_without_mode_flag,
@@ -13,7 +11,7 @@ both_transports!(
 );
 
 /// `MODE=server` stands in for `--mode server`.
-fn env_mode_server_without_mode_flag(t: Transport) {
+fn env_mode_server_without_mode_flag(t: TransportKind) {
     let (mut server, addr, fp) =
         start_server_with(t, "127.0.0.1", &[], &[("MODE", "server")], false);
     let mut client = start_client(t, &addr, &fp, &[]);
@@ -23,7 +21,7 @@ fn env_mode_server_without_mode_flag(t: Transport) {
 }
 
 /// `MODE=client IP_ADDR=127.0.0.1:PORT` stand in for `--mode client --addr …`.
-fn env_mode_client_and_ip_addr_without_flags(t: Transport) {
+fn env_mode_client_and_ip_addr_without_flags(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let ip_addr = format!("127.0.0.1:{}", port_of(&addr));
     let mut client = start_client_with(
@@ -41,7 +39,7 @@ fn env_mode_client_and_ip_addr_without_flags(t: Transport) {
 
 /// `--addr localhost:PORT` works against a server bound to 127.0.0.1 (all
 /// resolved addresses are tried).
-fn addr_localhost_reaches_ipv4_server(t: Transport) {
+fn addr_localhost_reaches_ipv4_server(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let mut client = start_client(t, &format!("localhost:{}", port_of(&addr)), &fp, &[]);
     await_connected(&mut server, &mut client, t, &fp);
@@ -49,15 +47,15 @@ fn addr_localhost_reaches_ipv4_server(t: Transport) {
 }
 
 /// `--addr [::1]:PORT` against a server started with `--bind ::1`.
-fn addr_ipv6_loopback(t: Transport) {
+fn addr_ipv6_loopback(t: TransportKind) {
     if let Err(why) = ipv6_loopback_available() {
         eprintln!(
             "SKIPPED addr_ipv6_loopback ({}): this machine has no IPv6 loopback: {why}",
-            t.as_str()
+            t.name()
         );
         println!(
             "SKIPPED addr_ipv6_loopback ({}): this machine has no IPv6 loopback: {why}",
-            t.as_str()
+            t.name()
         );
         return;
     }
@@ -75,10 +73,10 @@ fn addr_ipv6_loopback(t: Transport) {
 
 /// Usage errors exit with status 2: an unknown mode, and no mode at all
 /// (no `--mode`, no `MODE`, no subcommand).
-fn usage_errors_exit_2(t: Transport) {
+fn usage_errors_exit_2(t: TransportKind) {
     let (st, p) = run_chat(
         "chat --mode bogus",
-        &["--mode", "bogus", "--transport", t.as_str()],
+        &["--mode", "bogus", "--transport", t.name()],
         TIMEOUT,
     );
     assert_eq!(
@@ -88,7 +86,7 @@ fn usage_errors_exit_2(t: Transport) {
         p.stderr_text()
     );
 
-    let (st, p) = run_chat("chat (no mode)", &["--transport", t.as_str()], TIMEOUT);
+    let (st, p) = run_chat("chat (no mode)", &["--transport", t.name()], TIMEOUT);
     assert_eq!(
         st.code(),
         Some(2),

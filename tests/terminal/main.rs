@@ -6,12 +6,13 @@
 //! sequence. The other end is usually a `--json` process (so arbitrary bytes
 //! can be sent), once a second terminal.
 
-mod common;
+mod at_terminal;
 
 use std::time::Duration;
 
-use common::pty::{PtyOptions, PtyPeer, Screen, TermEvents};
-use common::*;
+use at_terminal::*;
+use support::pty::{PtyOptions, PtyPeer, TermEvents};
+use support::*;
 
 both_transports!(
     partial_line_survives_an_incoming_message,
@@ -57,7 +58,7 @@ fn keys_typed_between_two_lines_are_neither_lost_nor_echoed() {
         mut server,
         mut client,
         ..
-    } = terminal_client(Transport::Tcp);
+    } = terminal_client(TransportKind::Tcp);
     let mut sent = 0;
     let mut samples = 0u32;
     for i in 0..20 {
@@ -131,9 +132,9 @@ fn leaving_shows_the_last_lines_and_leaves_no_garbage() {
             s.spawn(move || {
                 for round in 0..10 {
                     let t = if (worker + round) % 2 == 0 {
-                        Transport::Quic
+                        TransportKind::Quic
                     } else {
-                        Transport::Tcp
+                        TransportKind::Tcp
                     };
                     let TerminalClient {
                         mut server,
@@ -162,225 +163,10 @@ fn leaving_shows_the_last_lines_and_leaves_no_garbage() {
     drop(hogs);
 }
 
-const ROWS: u16 = 30;
-const COLS: u16 = 120;
-/// The prompt of the input line.
-const PROMPT: &str = "› ";
-/// How long to watch for something that must not happen.
-const QUIET: Duration = Duration::from_millis(500);
-
-/// A 30×120 terminal without colours.
-fn terminal() -> PtyOptions {
-    PtyOptions::default().size(ROWS, COLS).env("NO_COLOR", "1")
-}
-
-/// Waits until the cursor is on an input row showing exactly `› text`, right
-/// after the text.
-fn wait_input_line(p: &mut PtyPeer, text: &str) -> Screen {
-    let want = format!("{PROMPT}{text}");
-    let col = want.chars().count();
-    p.wait_screen(
-        &format!("the input row to show {want:?} with the cursor after it"),
-        |s| s.cursor_row() == want.trim_end() && usize::from(s.cursor.1) == col,
-        TIMEOUT,
-    )
-}
-
-/// Types `line` and Enter, then waits until the editor shows it as sent
-/// (`HH:MM:SS you: line`) and is reading the next line (an empty input row
-/// below it).
-fn submit(p: &mut PtyPeer, line: &str) {
-    p.type_keys(&format!("{line}\r"));
-    let sent = format!("you: {line}");
-    p.wait_screen(
-        &format!("{sent:?} on a row, then an empty input row below it"),
-        |s| {
-            s.find_row(&sent).is_some_and(|r| {
-                r < usize::from(s.cursor.0)
-                    && s.cursor_row() == PROMPT.trim_end()
-                    && s.cursor.1 == 2
-            })
-        },
-        TIMEOUT,
-    );
-}
-
-/// Waits until the terminal has been given back in cooked mode (canonical
-/// input and echo on) after the program exited.
-fn assert_cooked_after_exit(p: &mut PtyPeer) {
-    p.wait_output_closed(TIMEOUT);
-    let t = p.termios();
-    if t.c_lflag & libc::ICANON == 0 || t.c_lflag & libc::ECHO == 0 {
-        p.fail(&format!(
-            "after exit the terminal should be in cooked mode (ICANON and ECHO on); \
-             c_lflag = {:#o}",
-            t.c_lflag
-        ));
-    }
-}
-
-/// While the line editor reads, the terminal is in raw mode: this proves
-/// that [`assert_cooked_after_exit`] can tell the difference.
-fn assert_raw_while_reading(p: &mut PtyPeer) {
-    let t = p.termios();
-    if t.c_lflag & (libc::ICANON | libc::ECHO) != 0 {
-        p.fail(&format!(
-            "while the line editor reads, the terminal should be raw (no ICANON, no ECHO); \
-             c_lflag = {:#o}",
-            t.c_lflag
-        ));
-    }
-}
-
-/// Parses the round-trip time of a confirmation line `… ✓ 1.23 ms  #ID …`.
-fn confirmation_ms(line: &str) -> Option<f64> {
-    let rest = &line[line.find("✓ ")? + "✓ ".len()..];
-    let (num, after) = rest.split_once(' ')?;
-    if !after.starts_with("ms  #") {
-        return None;
-    }
-    num.parse::<f64>()
-        .ok()
-        .filter(|ms| ms.is_finite() && *ms >= 0.0)
-}
-
-/// Waits for the confirmation of message `id` (`✓ N ms  #id preview`) and
-/// returns its round-trip time in milliseconds.
-fn wait_confirmation(p: &mut PtyPeer, id: u64, preview: &str) -> f64 {
-    let tag = format!(" ms  #{id} {preview}");
-    let screen = p.wait_screen(
-        &format!("the confirmation `✓ <number> ms  #{id} {preview}`"),
-        |s| {
-            s.lines
-                .iter()
-                .any(|(_, l)| l.contains(&tag) && confirmation_ms(l).is_some())
-        },
-        TIMEOUT,
-    );
-    let line = screen.find_line(&tag).unwrap_or_default().to_string();
-    confirmation_ms(&line).unwrap_or_else(|| p.fail(&format!("unparsable confirmation {line:?}")))
-}
-
-/// Whether `line` starts with a `HH:MM:SS ` timestamp.
-fn has_clock(line: &str) -> bool {
-    let b = line.as_bytes();
-    b.len() > 9
-        && [0, 1, 3, 4, 6, 7].iter().all(|&i| b[i].is_ascii_digit())
-        && b[2] == b':'
-        && b[5] == b':'
-        && b[8] == b' '
-}
-
-/// Waits for a timestamped row `HH:MM:SS <text>` and returns its row.
-fn wait_clocked(p: &mut PtyPeer, text: &str) -> usize {
-    let screen = p.wait_screen(
-        &format!("a row `HH:MM:SS {text}`"),
-        |s| {
-            s.lines
-                .iter()
-                .any(|(_, l)| has_clock(l) && l[9..].starts_with(text))
-        },
-        TIMEOUT,
-    );
-    screen
-        .lines
-        .iter()
-        .find(|(_, l)| has_clock(l) && l[9..].starts_with(text))
-        .map(|(i, _)| *i)
-        .unwrap()
-}
-
-/// The server's messages must be exactly these texts, in order (waits for
-/// them, then watches a little longer for extra ones).
-fn assert_messages(server: &mut Peer, want: &[&str]) {
-    for (id, text) in want.iter().enumerate() {
-        let msg = server.wait_event_id("message", id as u64, TIMEOUT);
-        if msg["text"].as_str() != Some(text) {
-            server.fail(&format!("message {id} should be {text:?}: {msg}"));
-        }
-    }
-    server.settle(QUIET);
-    let n = server.events_named("message").len();
-    if n != want.len() {
-        server.fail(&format!(
-            "expected exactly {} messages {want:?}, got {n}",
-            want.len()
-        ));
-    }
-}
-
-/// A `--json` server and a client on a terminal, connected, with the input
-/// line ready.
-struct TerminalClient {
-    server: Peer,
-    client: PtyPeer,
-    _home: TempDir,
-}
-
-fn terminal_client(t: Transport) -> TerminalClient {
-    terminal_client_with(t, &terminal())
-}
-
-fn terminal_client_with(t: Transport, opts: &PtyOptions) -> TerminalClient {
-    let (mut server, addr, fp) = start_server(t, &[]);
-    let home = TempDir::new("client-home");
-    let args = ClientBuilder::new(t, &addr)
-        .fingerprint(&fp)
-        .plain()
-        .command_args(home.path());
-    let mut client = PtyPeer::spawn_with(format!("pty-client/{}", t.as_str()), &args, opts);
-    wait_clocked(&mut client, "connected with ");
-    server.wait_event("connected", TIMEOUT);
-    wait_input_line(&mut client, "");
-    TerminalClient {
-        server,
-        client,
-        _home: home,
-    }
-}
-
-/// A server on a terminal, listening, with the input line ready; returns it
-/// with its address and fingerprint as it showed them.
-fn terminal_server(t: Transport, home: &TempDir) -> (PtyPeer, String, String) {
-    let args: Vec<String> = [
-        "--mode",
-        "server",
-        "--transport",
-        t.as_str(),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--home",
-        &home.path_str(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut server = PtyPeer::spawn_with(format!("pty-server/{}", t.as_str()), &args, &terminal());
-    wait_clocked(&mut server, "waiting for a client");
-    wait_input_line(&mut server, "");
-    let text = server.screen_text();
-    let addr = text
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(str::to_string);
-    let fp = text
-        .split("server fingerprint: ")
-        .nth(1)
-        .map(fingerprints_in)
-        .and_then(|f| f.into_iter().next());
-    match (addr, fp) {
-        (Some(addr), Some(fp)) => (server, addr, fp),
-        _ => server.fail("the server should show `listening on ADDR` and its fingerprint"),
-    }
-}
-
 /// 1. A message arriving while a line is half typed is printed above the
 ///    input row; the input row still shows the partial line with the cursor
 ///    after it, and finishing the line sends it whole.
-fn partial_line_survives_an_incoming_message(t: Transport) {
+fn partial_line_survives_an_incoming_message(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -430,13 +216,13 @@ fn partial_line_survives_an_incoming_message(t: Transport) {
 ///    invalid UTF-8 from the peer are shown as visible escapes: the window
 ///    title stays untouched, the screen is not cleared, nothing earlier is
 ///    overwritten, and none of those bytes reach the terminal raw.
-fn hostile_message_is_shown_escaped_and_cannot_touch_the_terminal(t: Transport) {
+fn hostile_message_is_shown_escaped_and_cannot_touch_the_terminal(t: TransportKind) {
     hostile_message(t, &terminal());
 }
 
 /// The same with colours on (no NO_COLOR): the peer's text is coloured, and
 /// still shown escaped.
-fn hostile_message_in_colour_is_shown_escaped_too(t: Transport) {
+fn hostile_message_in_colour_is_shown_escaped_too(t: TransportKind) {
     let client = hostile_message(t, &PtyOptions::default().size(ROWS, COLS));
     let row = client.screen().find_row("peer: after the storm").unwrap();
     let row = u16::try_from(row).unwrap();
@@ -456,7 +242,7 @@ fn hostile_message_in_colour_is_shown_escaped_too(t: Transport) {
 
 /// Sends hostile bytes to a client on a terminal set up as `opts` says and
 /// checks what it shows; returns the client.
-fn hostile_message(t: Transport, opts: &PtyOptions) -> PtyPeer {
+fn hostile_message(t: TransportKind, opts: &PtyOptions) -> PtyPeer {
     let TerminalClient {
         mut server,
         mut client,
@@ -528,7 +314,7 @@ fn hostile_message(t: Transport, opts: &PtyOptions) -> PtyPeer {
 /// Hundreds of messages arriving while a line is half typed: each is shown
 /// once, in order, above the input row, which keeps the partial line; the
 /// line then goes out whole.
-fn input_line_survives_a_flood_of_messages(t: Transport) {
+fn input_line_survives_a_flood_of_messages(t: TransportKind) {
     const N: usize = 300;
     let TerminalClient {
         mut server,
@@ -581,7 +367,7 @@ fn input_line_survives_a_flood_of_messages(t: Transport) {
 
 /// 3. A sent message is echoed as `you: …` and confirmed with its round-trip
 ///    time, `✓ <number> ms  #0 <preview>`.
-fn sent_message_is_confirmed_with_its_round_trip_time(t: Transport) {
+fn sent_message_is_confirmed_with_its_round_trip_time(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -610,7 +396,7 @@ fn sent_message_is_confirmed_with_its_round_trip_time(t: Transport) {
 ///    message to be confirmed, leaves normally (exit 0, the server sees
 ///    `disconnected` with code 0), and gives the terminal back in cooked
 ///    mode.
-fn ctrl_d_on_empty_line_ends_client_and_restores_the_terminal(t: Transport) {
+fn ctrl_d_on_empty_line_ends_client_and_restores_the_terminal(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -654,7 +440,7 @@ fn ctrl_d_on_empty_line_ends_client_and_restores_the_terminal(t: Transport) {
 /// After Ctrl-D the client waits for its confirmations (the server is
 /// stopped, so none come) and says so; a line typed meanwhile is reported as
 /// not sent, and Ctrl-C leaves at once, listing the unconfirmed message.
-fn while_leaving_lines_are_refused_and_ctrl_c_leaves_at_once(t: Transport) {
+fn while_leaving_lines_are_refused_and_ctrl_c_leaves_at_once(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -685,7 +471,7 @@ fn while_leaving_lines_are_refused_and_ctrl_c_leaves_at_once(t: Transport) {
 }
 
 /// Enter on an empty or blank line sends nothing and leaves no row behind.
-fn blank_lines_send_nothing(t: Transport) {
+fn blank_lines_send_nothing(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -731,7 +517,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// 5. `/stats` counts this chat: 3 sent, 2 received, 3 confirmed, with
 ///    round-trip statistics; the command itself is not sent.
-fn stats_count_this_chat(t: Transport) {
+fn stats_count_this_chat(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -771,7 +557,7 @@ fn stats_count_this_chat(t: Transport) {
 
 /// 6. A server on a terminal with no client: a typed line is not sent and
 ///    the screen says so; a client that connects later gets nothing.
-fn server_without_client_says_message_not_sent(t: Transport) {
+fn server_without_client_says_message_not_sent(t: TransportKind) {
     let home = TempDir::new("server-home");
     let (mut server, addr, fp) = terminal_server(t, &home);
     server.type_keys("anyone there?\r");
@@ -799,7 +585,7 @@ fn server_without_client_says_message_not_sent(t: Transport) {
 }
 
 /// 7. A bracketed paste with a newline, then Enter, is one message.
-fn bracketed_paste_is_sent_as_one_message(t: Transport) {
+fn bracketed_paste_is_sent_as_one_message(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -820,7 +606,7 @@ fn bracketed_paste_is_sent_as_one_message(t: Transport) {
 
 /// 8. `//slash` sends `/slash`; an unknown command is explained and not
 ///    sent; `/quit` leaves normally (exit 0, the server sees code 0).
-fn double_slash_sends_a_slash_line_and_quit_leaves(t: Transport) {
+fn double_slash_sends_a_slash_line_and_quit_leaves(t: TransportKind) {
     let TerminalClient {
         mut server,
         mut client,
@@ -851,7 +637,7 @@ fn double_slash_sends_a_slash_line_and_quit_leaves(t: Transport) {
 /// confirmed; Ctrl-C leaves the client (exit 0), the server shows the peer
 /// leaving and waits for the next client; `/quit` ends the server (exit 0).
 /// Both terminals are left in cooked mode.
-fn both_ends_at_terminals_chat_and_leave(t: Transport) {
+fn both_ends_at_terminals_chat_and_leave(t: TransportKind) {
     let server_home = TempDir::new("server-home");
     let client_home = TempDir::new("client-home");
     let (mut server, addr, fp) = terminal_server(t, &server_home);
@@ -859,7 +645,7 @@ fn both_ends_at_terminals_chat_and_leave(t: Transport) {
         .fingerprint(&fp)
         .plain()
         .command_args(client_home.path());
-    let mut client = PtyPeer::spawn_with(format!("pty-client/{}", t.as_str()), &args, &terminal());
+    let mut client = PtyPeer::spawn_with(format!("pty-client/{}", t.name()), &args, &terminal());
     wait_clocked(&mut client, "connected with ");
     wait_clocked(&mut server, "connected with ");
     wait_input_line(&mut client, "");

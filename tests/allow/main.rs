@@ -2,12 +2,10 @@
 //! client identities; others are closed with UNAUTHORIZED (code 3), which
 //! is decided before BUSY.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 
-use common::*;
+use support::*;
 
 both_transports!(
     allow_flags_admit_listed_clients_and_refuse_others,
@@ -24,7 +22,7 @@ fn client_home() -> (TempDir, String) {
 }
 
 /// A client in `home`, pinned to the server.
-fn client_in(t: Transport, addr: &str, server_fp: &str, home: &Path) -> Peer {
+fn client_in(t: TransportKind, addr: &str, server_fp: &str, home: &Path) -> Peer {
     ClientBuilder::new(t, addr)
         .home(home)
         .fingerprint(server_fp)
@@ -55,7 +53,7 @@ fn expect_unauthorized(server: &mut Peer, client: &mut Peer, client_fp: &str) {
 /// `--allow` (repeated): an unlisted client is refused (UNAUTHORIZED) while
 /// the server is idle; each listed client chats in turn, and the server's
 /// `connected` carries its fingerprint.
-fn allow_flags_admit_listed_clients_and_refuse_others(t: Transport) {
+fn allow_flags_admit_listed_clients_and_refuse_others(t: TransportKind) {
     let (home_a, fp_a) = client_home();
     let (home_b, fp_b) = client_home();
     let (home_c, fp_c) = client_home();
@@ -89,7 +87,7 @@ fn allow_flags_admit_listed_clients_and_refuse_others(t: Transport) {
 /// `--allow-file` with comments and a label: the listed client's
 /// `connected` carries the label. While its chat is open, an unlisted
 /// client gets UNAUTHORIZED (code 3), not BUSY, and the chat goes on.
-fn allow_file_labels_and_unauthorized_before_busy(t: Transport) {
+fn allow_file_labels_and_unauthorized_before_busy(t: TransportKind) {
     let (home_a, fp_a) = client_home();
     let (home_c, fp_c) = client_home();
     let dir = TempDir::new("allow");
@@ -129,7 +127,7 @@ fn allow_file_labels_and_unauthorized_before_busy(t: Transport) {
 /// The allow file is read again for each connection: a client refused at
 /// first is admitted, with its label, once its line is appended, without a
 /// restart.
-fn allow_file_is_reread_on_each_connection(t: Transport) {
+fn allow_file_is_reread_on_each_connection(t: TransportKind) {
     let (_home_a, fp_a) = client_home();
     let (home_b, fp_b) = client_home();
     let dir = TempDir::new("allow");
@@ -164,7 +162,7 @@ fn allow_file_is_reread_on_each_connection(t: Transport) {
 
 /// `--allow-file` naming a missing file: the server exits 1 at start-up,
 /// naming the file, and never listens.
-fn missing_allow_file_is_a_startup_error(t: Transport) {
+fn missing_allow_file_is_a_startup_error(t: TransportKind) {
     let dir = TempDir::new("allow");
     let missing = dir.path().join("no-such-allow-file");
     let missing_s = missing.to_str().unwrap();

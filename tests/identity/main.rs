@@ -1,11 +1,9 @@
 //! Identities: fingerprint pinning, `chat cert`, `chat id`, and private
 //! key permissions.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use support::*;
 
 both_transports!(
     wrong_fingerprint_is_refused_and_server_goes_on,
@@ -18,7 +16,7 @@ both_transports!(
 /// A client pinned to a different fingerprint refuses the server: it exits
 /// 1 and says "fingerprint" (stderr or an `error`/`disconnected` event); the
 /// server keeps serving a correct client.
-fn wrong_fingerprint_is_refused_and_server_goes_on(t: Transport) {
+fn wrong_fingerprint_is_refused_and_server_goes_on(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let wrong = format!("sha256:{}", "0".repeat(64));
     assert_ne!(wrong, fp);
@@ -50,7 +48,7 @@ fn wrong_fingerprint_is_refused_and_server_goes_on(t: Transport) {
 /// `chat cert --out DIR` writes DIR/cert.pem and DIR/key.pem and prints the
 /// fingerprint, which matches openssl's; a server started with those files
 /// reports the same fingerprint and a client pinned to it chats.
-fn cert_subcommand_and_server_with_cert(t: Transport) {
+fn cert_subcommand_and_server_with_cert(t: TransportKind) {
     let out = TempDir::new("certs");
     let out_s = out.path_str();
     let (st, p) = run_chat("chat cert", &["cert", "--out", &out_s], TIMEOUT);
@@ -137,7 +135,7 @@ fn cert_subcommand_and_server_with_cert(t: Transport) {
 /// the certificate's SAN; a second run refuses to replace the key (exit 1,
 /// mentions --force, files untouched); with `--force` a new certificate
 /// (new fingerprint, key still 0600), which a server then presents.
-fn cert_refuses_to_overwrite_without_force(t: Transport) {
+fn cert_refuses_to_overwrite_without_force(t: TransportKind) {
     let out = TempDir::new("certs");
     let name = ["--name", "example.test"];
     let (cert, key) = (out.path().join("cert.pem"), out.path().join("key.pem"));
@@ -222,7 +220,7 @@ fn cert_refuses_to_overwrite_without_force(t: Transport) {
 /// (creating the identity, stably); that is the fingerprint the server sees. In a server's home it
 /// adds a `server` line (the fingerprint the server listened with); with
 /// `--mode server` only the server line.
-fn id_prints_the_fingerprint_the_server_sees(t: Transport) {
+fn id_prints_the_fingerprint_the_server_sees(t: TransportKind) {
     let home = TempDir::new("client-home");
     let (st, lines, p) = chat_id(home.path(), &[]);
     assert_eq!(
@@ -284,7 +282,7 @@ fn id_prints_the_fingerprint_the_server_sees(t: Transport) {
 /// A server refuses a private key that others can read (mode 0644): exit 1
 /// with the key's path and `chmod 600`, both for `--cert/--key` and for
 /// the key in its home.
-fn world_readable_server_key_is_refused(t: Transport) {
+fn world_readable_server_key_is_refused(t: TransportKind) {
     fn expect_refused(server: &mut Peer, key: &std::path::Path) {
         server.expect_exit_code(1, TIMEOUT);
         server.drain_stdout(TIMEOUT);

@@ -1,10 +1,8 @@
 //! Messages and acknowledgements: content, sizes, ids, pipelining.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use support::*;
 
 both_transports!(
     messages_both_directions,
@@ -19,7 +17,7 @@ both_transports!(
 /// Server and client each send; each side sees `message` (id, bytes, text),
 /// and the sender sees `sent` {id, bytes} and `ack` {id, rtt_us >= 0}.
 /// Ids start at 0 per direction.
-fn messages_both_directions(t: Transport) {
+fn messages_both_directions(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -40,12 +38,7 @@ fn messages_both_directions(t: Transport) {
                 p.label
             );
         }
-        let ids: Vec<u64> = p
-            .events_named("sent")
-            .iter()
-            .filter_map(|e| e["id"].as_u64())
-            .collect();
-        assert_eq!(ids, vec![0, 1], "[{}] sent ids", p.label);
+        assert_eq!(p.ids_of("sent"), vec![0, 1], "[{}] sent ids", p.label);
         p.assert_only_json_events();
     }
 }
@@ -54,7 +47,7 @@ fn messages_both_directions(t: Transport) {
 /// since it is not UTF-8); invalid UTF-8 comes with `base64` and no `text`;
 /// valid UTF-8 sent as base64 comes back as `text`; an escaped newline in a
 /// text is part of one message.
-fn all_byte_values_and_utf8_detection(t: Transport) {
+fn all_byte_values_and_utf8_detection(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -122,7 +115,7 @@ fn all_byte_values_and_utf8_detection(t: Transport) {
 }
 
 /// `{"text":""}` is a message of 0 bytes that arrives and is acked, both ways.
-fn empty_message(t: Transport) {
+fn empty_message(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -149,7 +142,7 @@ fn empty_message(t: Transport) {
 
 /// An 8 MiB message of pseudo-random bytes arrives intact and is acked, in
 /// both directions.
-fn large_message_8_mib(t: Transport) {
+fn large_message_8_mib(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -194,7 +187,7 @@ fn large_message_8_mib(t: Transport) {
 /// A message larger than the sender's bound on unconfirmed bytes (32 MiB)
 /// does not hold up what is typed after it: the small message is sent,
 /// received and acknowledged while the large one is still in flight.
-fn small_message_goes_while_a_large_one_is_in_flight(t: Transport) {
+fn small_message_goes_while_a_large_one_is_in_flight(t: TransportKind) {
     const LEN: usize = 48 * 1024 * 1024;
     let Chat {
         mut server,
@@ -251,7 +244,7 @@ fn check_acked_exactly_once(p: &mut Peer, n: u64) {
 /// 1,000 messages written at once on each side (no waiting): every id is
 /// acknowledged exactly once on each side and every message is received
 /// exactly once with matching content (order not assumed).
-fn pipelined_1000_messages_each_way(t: Transport) {
+fn pipelined_1000_messages_each_way(t: TransportKind) {
     const N: u64 = 1000;
     let Chat {
         mut server,
@@ -292,7 +285,7 @@ fn pipelined_1000_messages_each_way(t: Transport) {
 
 /// A stdin line that is not `{"text":…}` / `{"base64":…}` yields an `error`
 /// event, nothing is sent, and the program goes on.
-fn malformed_stdin_line_yields_error_and_sends_nothing(t: Transport) {
+fn malformed_stdin_line_yields_error_and_sends_nothing(t: TransportKind) {
     let Chat {
         mut server,
         mut client,

@@ -1,10 +1,8 @@
 //! Sessions: one client at a time, clients in turn, crashes, ends of chat.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 both_transports!(
     second_client_gets_busy_and_first_chat_goes_on,
@@ -18,7 +16,7 @@ both_transports!(
 
 /// A chat in which nobody types stays open well past the idle timeout
 /// (keep-alives flow both ways), and then still carries messages.
-fn silent_chat_outlives_the_idle_timeout(t: Transport) {
+fn silent_chat_outlives_the_idle_timeout(t: TransportKind) {
     let idle = ["--idle-timeout", "2"];
     let Chat {
         mut server,
@@ -41,7 +39,7 @@ fn silent_chat_outlives_the_idle_timeout(t: Transport) {
 
 /// While a chat is open, a second client is closed with BUSY (code 1, a
 /// reason) and exits 1; the first chat is not disturbed.
-fn second_client_gets_busy_and_first_chat_goes_on(t: Transport) {
+fn second_client_gets_busy_and_first_chat_goes_on(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -80,7 +78,7 @@ fn second_client_gets_busy_and_first_chat_goes_on(t: Transport) {
 /// Three clients one after another: each chats, closes its input and exits
 /// 0; the server reports `disconnected` and accepts the next. Ids restart at
 /// 0 on each connection.
-fn server_serves_three_clients_in_turn(t: Transport) {
+fn server_serves_three_clients_in_turn(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     for i in 0..3 {
         let mut client = start_client(t, &addr, &fp, &[]);
@@ -106,7 +104,7 @@ fn server_serves_three_clients_in_turn(t: Transport) {
 
 /// A client killed with SIGKILL: the server (idle timeout 2 s) reports
 /// `disconnected` (connection lost, no close code), then serves a new client.
-fn killed_client_is_detected_and_next_client_served(t: Transport) {
+fn killed_client_is_detected_and_next_client_served(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -138,7 +136,7 @@ fn killed_client_is_detected_and_next_client_served(t: Transport) {
 /// To make "sent but not acked" deterministic the server is first frozen
 /// with SIGSTOP (so it cannot ack), the client sends two messages, then the
 /// server is killed with SIGKILL.
-fn killed_server_reports_unacked_messages(t: Transport) {
+fn killed_server_reports_unacked_messages(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -182,7 +180,7 @@ fn killed_server_reports_unacked_messages(t: Transport) {
 /// The client sends 3 messages and closes stdin: it waits for the acks,
 /// prints them before `disconnected`, and exits 0; the server reports
 /// `disconnected` with code 0 (NO_ERROR).
-fn client_end_of_input_waits_for_acks_then_exits_0(t: Transport) {
+fn client_end_of_input_waits_for_acks_then_exits_0(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
@@ -237,7 +235,7 @@ fn client_end_of_input_waits_for_acks_then_exits_0(t: Transport) {
 
 /// SIGINT (Ctrl-C) to the server: it exits 0 and the client is told
 /// GOING_AWAY (code 4).
-fn server_sigint_sends_going_away(t: Transport) {
+fn server_sigint_sends_going_away(t: TransportKind) {
     let Chat {
         mut server,
         mut client,

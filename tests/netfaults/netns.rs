@@ -1,4 +1,4 @@
-//! Network namespaces for the network-fault tests (`tests/netfaults.rs`).
+//! Network namespaces for the network-fault tests (the `netfaults` suite).
 //!
 //! [`NetPair`] makes two fresh network namespaces `chat-<pid>-<n>-a` and
 //! `…-b`, joined by a veth pair with private addresses that exist only
@@ -19,7 +19,7 @@
 //! * [`NetPair::restore`] removes every rule.
 //!
 //! Processes are started inside a namespace by [`NetPair::spawn`], a thin
-//! wrapper around [`Peer::spawn`] from `common`: a short-lived thread joins
+//! wrapper around [`Peer::spawn`] from `support`: a short-lived thread joins
 //! the namespace (`setns(2)`, what `ip netns exec` does) and spawns the
 //! `chat` binary from there, so the child lives in the namespace while the
 //! `Peer` plumbing (JSON events, diagnostics, kill on drop) is the shared one.
@@ -44,7 +44,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
-use crate::common::{Launch, Peer, TempDir, Transport, await_listening, server_args};
+use support::{
+    ChatProcess, Launch, Peer, TempDir, TransportKind, await_connected, await_listening,
+    server_args,
+};
 
 /// Which end of a [`NetPair`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,9 +342,9 @@ impl NetPair {
     /// `chat --mode server --transport T --bind <A's address> --port 0
     /// --home <fresh> --json <extra>` in namespace A, waiting for
     /// `listening`. Returns (server, addr, fingerprint).
-    pub fn start_server(&self, t: Transport, extra: &[&str]) -> (Peer, String, String) {
+    pub fn start_server(&self, t: TransportKind, extra: &[&str]) -> (Peer, String, String) {
         let home = TempDir::new("server-home");
-        let launch = Launch::new(format!("server/{}@{}", t.as_str(), self.ns_a), &[])
+        let launch = Launch::new(format!("server/{}@{}", t.name(), self.ns_a), &[])
             .args(&server_args(t, &self.addr_a, &home, true))
             .args(extra)
             .home(home);
@@ -360,7 +363,7 @@ impl NetPair {
     /// <fresh> --json <extra>` in namespace B. Does not wait for anything.
     pub fn start_client(
         &self,
-        t: Transport,
+        t: TransportKind,
         addr: &str,
         fingerprint: &str,
         extra: &[&str],
@@ -369,7 +372,7 @@ impl NetPair {
         let launch = Launch::new(
             format!(
                 "client/{}@{}#{}",
-                t.as_str(),
+                t.name(),
                 self.ns_b,
                 CLIENTS.fetch_add(1, Ordering::SeqCst)
             ),
@@ -377,7 +380,7 @@ impl NetPair {
                 "--mode",
                 "client",
                 "--transport",
-                t.as_str(),
+                t.name(),
                 "--addr",
                 addr,
                 "--fingerprint",
@@ -390,6 +393,16 @@ impl NetPair {
         .args(extra)
         .home(home);
         self.spawn(Side::B, launch)
+    }
+
+    /// A server in namespace A and a client in B, both started with
+    /// `extra`, and both reporting `connected`. Returns (server, client,
+    /// addr, fingerprint).
+    pub fn start_chat(&self, t: TransportKind, extra: &[&str]) -> (Peer, Peer, String, String) {
+        let (mut server, addr, fp) = self.start_server(t, extra);
+        let mut client = self.start_client(t, &addr, &fp, extra);
+        await_connected(&mut server, &mut client, t, &fp);
+        (server, client, addr, fp)
     }
 }
 

@@ -19,13 +19,14 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::chat_bin;
+use crate::chat_bin;
+use crate::process::{ChatProcess, Process, poll};
 
 /// How to set up the terminal of a [`PtyPeer`].
 #[derive(Clone, Debug)]
@@ -204,12 +205,12 @@ impl Screen {
 /// A `chat` process whose terminal is a pty we hold the master side of.
 pub struct PtyPeer {
     pub label: String,
-    child: Child,
+    /// Before `master`: the program is killed before its terminal closes.
+    process: Process,
     master: File,
     term: Arc<Mutex<Terminal>>,
     output_closed: Arc<AtomicBool>,
     args: Vec<String>,
-    exit: Option<ExitStatus>,
 }
 
 fn last_os_error(what: &str) -> String {
@@ -306,9 +307,12 @@ impl PtyPeer {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("[{label}] cannot spawn {} {args:?}: {e}", chat_bin()));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "[{label}] cannot spawn {} {args:?}: {e}",
+                chat_bin().display()
+            )
+        });
         // Only the child may hold the slave side now, so that reading the
         // master ends (EIO) when the child is gone.
         drop(cmd);
@@ -358,17 +362,16 @@ impl PtyPeer {
 
         PtyPeer {
             label,
-            child,
+            process: Process::new(child),
             master,
             term,
             output_closed,
             args: args.to_vec(),
-            exit: None,
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Types `bytes` (use `\r` for Enter, `\x04` for Ctrl-D).
@@ -457,32 +460,46 @@ impl PtyPeer {
         t
     }
 
-    /// Waits until `pred` holds for the emulated screen; panics with
-    /// diagnostics on timeout, or when the program has exited and its
-    /// output is closed without it holding.
+    /// Polls `check` until it gives a value; panics with diagnostics on
+    /// timeout, or when the program has exited and its output is closed
+    /// without `check` giving one.
+    fn wait_output<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&PtyPeer) -> Option<T>,
+    ) -> T {
+        let got = poll(timeout, || {
+            // Read the flag before checking, so a final check after the
+            // output closed sees everything.
+            let closed = self.output_closed();
+            match check(self) {
+                Some(v) => Some(Ok(v)),
+                None if closed => Some(Err(())),
+                None => None,
+            }
+        });
+        match got {
+            Some(Ok(v)) => v,
+            Some(Err(())) => self.fail(&format!(
+                "the terminal closed (program exited?) before {what}"
+            )),
+            None => self.fail(&format!("timed out after {timeout:?} waiting for {what}")),
+        }
+    }
+
+    /// Waits until `pred` holds for the emulated screen; returns the screen.
+    /// Panics as [`PtyPeer::wait_output`] says.
     pub fn wait_screen(
         &mut self,
         what: &str,
         pred: impl Fn(&Screen) -> bool,
         timeout: Duration,
     ) -> Screen {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let closed = self.output_closed();
-            let screen = self.screen();
-            if pred(&screen) {
-                return screen;
-            }
-            if closed {
-                let msg = format!("the terminal closed (program exited?) before {what}");
-                self.fail(&msg);
-            }
-            if Instant::now() >= deadline {
-                let msg = format!("timed out after {timeout:?} waiting for {what}");
-                self.fail(&msg);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_output(what, timeout, |p| {
+            let screen = p.screen();
+            pred(&screen).then_some(screen)
+        })
     }
 
     /// Waits until a row of the screen contains `needle`; returns the screen.
@@ -495,28 +512,9 @@ impl PtyPeer {
     }
 
     /// Waits until the screen text (all output so far, escape sequences
-    /// removed) satisfies `pred`; panics with diagnostics on timeout, or
-    /// when the program has exited and its output is closed without it
-    /// holding.
+    /// removed) satisfies `pred`. Panics as [`PtyPeer::wait_output`] says.
     pub fn wait_until(&mut self, what: &str, pred: impl Fn(&str) -> bool, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            // Read the flag before the text, so a final check after the
-            // output closed sees everything.
-            let closed = self.output_closed();
-            if pred(&self.screen_text()) {
-                return;
-            }
-            if closed {
-                let msg = format!("the terminal closed (program exited?) before {what}");
-                self.fail(&msg);
-            }
-            if Instant::now() >= deadline {
-                let msg = format!("timed out after {timeout:?} waiting for {what}");
-                self.fail(&msg);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_output(what, timeout, |p| pred(&p.screen_text()).then_some(()));
     }
 
     /// Waits until the screen shows `needle`.
@@ -539,63 +537,25 @@ impl PtyPeer {
 
     /// Waits until the program's output has ended (after it exited).
     pub fn wait_output_closed(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.output_closed() {
-            if Instant::now() >= deadline {
-                let msg = format!("timed out after {timeout:?} waiting for the terminal to close");
-                self.fail(&msg);
-            }
-            thread::sleep(Duration::from_millis(20));
+        if poll(timeout, || self.output_closed().then_some(())).is_none() {
+            self.fail(&format!(
+                "timed out after {timeout:?} waiting for the terminal to close"
+            ));
         }
     }
+}
 
-    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none()
-            && let Ok(Some(st)) = self.child.try_wait()
-        {
-            self.exit = Some(st);
-        }
-        self.exit
+impl ChatProcess for PtyPeer {
+    fn label(&self) -> &str {
+        &self.label
     }
 
-    /// Waits for the program to exit; panics (with diagnostics) on timeout.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_exit_status() {
-                return st;
-            }
-            if Instant::now() >= deadline {
-                let msg = format!("timed out after {timeout:?} waiting for the process to exit");
-                self.fail(&msg);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+    fn process(&mut self) -> &mut Process {
+        &mut self.process
     }
 
-    pub fn expect_exit_code(&mut self, code: i32, timeout: Duration) {
-        let st = self.wait_exit(timeout);
-        if st.code() != Some(code) {
-            let msg = format!("expected exit status {code}, got {st}");
-            self.fail(&msg);
-        }
-    }
-
-    /// SIGKILL the program and reap it.
-    pub fn kill(&mut self) {
-        if self.exit.is_none() {
-            let _ = self.child.kill();
-            if let Ok(st) = self.child.wait() {
-                self.exit = Some(st);
-            }
-        }
-    }
-
-    pub fn diagnostics(&mut self) -> String {
-        let status = match self.try_exit_status() {
-            Some(st) => format!("exited: {st}"),
-            None => "still running".to_string(),
-        };
+    fn diagnostics(&mut self) -> String {
+        let status = self.process.status_text();
         let text = self.screen_text();
         let start = text
             .char_indices()
@@ -615,8 +575,8 @@ impl PtyPeer {
         format!(
             "[{}] pid {} ({status}) on a pty\n  command: {} {}\n  terminal ({} chars, tail):\n{}\n{}  window titles set: {titles:?}; queries answered: {queries}\n",
             self.label,
-            self.child.id(),
-            chat_bin(),
+            self.process.pid(),
+            chat_bin().display(),
             self.args.join(" "),
             text.len(),
             text[start..]
@@ -626,20 +586,6 @@ impl PtyPeer {
                 .join("\n"),
             self.screen().render(),
         )
-    }
-
-    pub fn fail(&mut self, msg: &str) -> ! {
-        let d = self.diagnostics();
-        panic!("[{}] {msg}\n{d}", self.label);
-    }
-}
-
-impl Drop for PtyPeer {
-    fn drop(&mut self) {
-        if self.exit.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

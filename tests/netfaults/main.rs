@@ -3,7 +3,7 @@
 //!
 //! The server runs in one network namespace and the client in another,
 //! joined by a veth pair with private addresses that exist only inside those
-//! namespaces (see `common/netns.rs`); loss and cuts are nftables rules
+//! namespaces (see `netns.rs` beside this file); loss and cuts are nftables rules
 //! inside them. This needs root, `ip` (iproute2) and `nft` (nftables):
 //! without them each namespace test prints `SKIPPED: <reason>` on stderr and
 //! returns (set `CHAT_NETFAULTS_REQUIRED=1` to make that a failure instead).
@@ -11,16 +11,14 @@
 //!
 //! Run just these: `cargo test --test netfaults` (as root).
 
-mod common;
-#[path = "common/netns.rs"]
 mod netns;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use netns::NetPair;
 use serde_json::Value;
+use support::*;
 
 both_transports!(
     loss_5_percent_500_messages_each_way,
@@ -45,6 +43,21 @@ fn body(dir: &str, i: u64) -> String {
         s.push_str(" the quick brown fox é ✓");
     }
     s
+}
+
+/// Queues messages 0..n on both sides (client to server `body("c2s", i)`,
+/// server to client `body("s2c", i)`) before waiting for anything, then
+/// waits, within `timeout` for each, until each side has received `n`
+/// messages and `n` acks.
+fn pipeline_each_way(server: &mut Peer, client: &mut Peer, n: u64, timeout: Duration) {
+    for i in 0..n {
+        client.send_text(&body("c2s", i));
+        server.send_text(&body("s2c", i));
+    }
+    server.collect_events("message", n as usize, timeout);
+    client.collect_events("message", n as usize, timeout);
+    client.collect_events("ack", n as usize, timeout);
+    server.collect_events("ack", n as usize, timeout);
 }
 
 /// The id of an event (panics with the peer's diagnostics if missing).
@@ -164,7 +177,7 @@ fn disconnected_by(p: &mut Peer, deadline: Instant) -> Value {
 /// With `loss_from_start` the handshake runs under loss too (only for small
 /// `pct`: a TCP or QUIC handshake that loses several packets in a row can
 /// take longer than the client's 10 s connect timeout).
-fn pipelined_under_loss(t: Transport, test: &str, pct: u32, n: u64, loss_from_start: bool) {
+fn pipelined_under_loss(t: TransportKind, test: &str, pct: u32, n: u64, loss_from_start: bool) {
     let Some(net) = NetPair::new_or_skip(test) else {
         return;
     };
@@ -173,21 +186,11 @@ fn pipelined_under_loss(t: Transport, test: &str, pct: u32, n: u64, loss_from_st
     if loss_from_start {
         net.set_loss(pct);
     }
-    let (mut server, addr, fp) = net.start_server(t, &idle);
-    let mut client = net.start_client(t, &addr, &fp, &idle);
-    await_connected(&mut server, &mut client, t, &fp);
+    let (mut server, mut client, _, _) = net.start_chat(t, &idle);
     net.set_loss(pct);
 
     let started = Instant::now();
-    // Queue everything on both sides before waiting for anything.
-    for i in 0..n {
-        client.send_text(&body("c2s", i));
-        server.send_text(&body("s2c", i));
-    }
-    server.collect_events("message", n as usize, LONG_TIMEOUT);
-    client.collect_events("message", n as usize, LONG_TIMEOUT);
-    client.collect_events("ack", n as usize, LONG_TIMEOUT);
-    server.collect_events("ack", n as usize, LONG_TIMEOUT);
+    pipeline_each_way(&mut server, &mut client, n, LONG_TIMEOUT);
     let dropped = net.dropped();
     eprintln!(
         "{test}: {n} messages each way under {pct}% loss in {:?} ({dropped} packets dropped)",
@@ -221,10 +224,10 @@ fn pipelined_under_loss(t: Transport, test: &str, pct: u32, n: u64, loss_from_st
 
 /// 5% random loss each way (from before the handshake): 500 messages each
 /// way, pipelined, each delivered and acked exactly once.
-fn loss_5_percent_500_messages_each_way(t: Transport) {
+fn loss_5_percent_500_messages_each_way(t: TransportKind) {
     pipelined_under_loss(
         t,
-        &format!("{}::loss_5_percent_500_messages_each_way", t.as_str()),
+        &format!("{}::loss_5_percent_500_messages_each_way", t.name()),
         5,
         500,
         true,
@@ -233,10 +236,10 @@ fn loss_5_percent_500_messages_each_way(t: Transport) {
 
 /// 20% random loss each way (from just after the handshake): 500 messages
 /// each way, pipelined, each delivered and acked exactly once.
-fn loss_20_percent_500_messages_each_way(t: Transport) {
+fn loss_20_percent_500_messages_each_way(t: TransportKind) {
     pipelined_under_loss(
         t,
-        &format!("{}::loss_20_percent_500_messages_each_way", t.as_str()),
+        &format!("{}::loss_20_percent_500_messages_each_way", t.name()),
         20,
         500,
         false,
@@ -248,19 +251,17 @@ fn loss_20_percent_500_messages_each_way(t: Transport) {
 /// (3 s) plus a margin, each listing in `unacked` exactly the ids it sent
 /// after the cut. The client exits 1, the server keeps running; once the
 /// link is back a new client connects to the same server and chats.
-fn link_cut_is_detected_and_a_new_client_is_served(t: Transport) {
+fn link_cut_is_detected_and_a_new_client_is_served(t: TransportKind) {
     let test = format!(
         "{}::link_cut_is_detected_and_a_new_client_is_served",
-        t.as_str()
+        t.name()
     );
     let Some(net) = NetPair::new_or_skip(&test) else {
         return;
     };
     const IDLE: Duration = Duration::from_secs(3);
     let idle = ["--idle-timeout", "3"];
-    let (mut server, addr, fp) = net.start_server(t, &idle);
-    let mut client = net.start_client(t, &addr, &fp, &idle);
-    await_connected(&mut server, &mut client, t, &fp);
+    let (mut server, mut client, addr, fp) = net.start_chat(t, &idle);
     exchange(&mut client, &mut server, 0, "before the cut, c2s 0");
     exchange(&mut server, &mut client, 0, "before the cut, s2c 0");
     exchange(&mut client, &mut server, 1, "before the cut, c2s 1");
@@ -352,7 +353,7 @@ fn link_cut_is_detected_and_a_new_client_is_served(t: Transport) {
 /// 2. a second client is frozen for a moment, then killed: the server
 ///    reports `disconnected` within the idle timeout plus a margin;
 /// 3. a third client is served normally.
-fn frozen_then_killed_client_is_detected_and_next_served(t: Transport) {
+fn frozen_then_killed_client_is_detected_and_next_served(t: TransportKind) {
     const IDLE: Duration = Duration::from_secs(3);
     let idle = ["--idle-timeout", "3"];
     let Chat {
@@ -372,7 +373,7 @@ fn frozen_then_killed_client_is_detected_and_next_served(t: Transport) {
     let d = disconnected_by(&mut server, frozen_at + IDLE + MARGIN);
     eprintln!(
         "{}: frozen client: server disconnected after {:?}",
-        t.as_str(),
+        t.name(),
         frozen_at.elapsed()
     );
     expect_lost(&mut server, &d);
@@ -397,7 +398,7 @@ fn frozen_then_killed_client_is_detected_and_next_served(t: Transport) {
     let d = disconnected_by(&mut server, killed_at + IDLE + MARGIN);
     eprintln!(
         "{}: frozen then killed client: server disconnected {:?} after the kill",
-        t.as_str(),
+        t.name(),
         killed_at.elapsed()
     );
     expect_lost(&mut server, &d);
@@ -414,16 +415,14 @@ fn frozen_then_killed_client_is_detected_and_next_served(t: Transport) {
 /// A 16 MiB message (the default size limit) of pseudo-random, non-UTF-8
 /// bytes, client to server under 5% loss each way, arrives intact and is
 /// acked once; the chat goes on afterwards.
-fn message_16_mib_intact_under_5_percent_loss(t: Transport) {
-    let test = format!("{}::message_16_mib_intact_under_5_percent_loss", t.as_str());
+fn message_16_mib_intact_under_5_percent_loss(t: TransportKind) {
+    let test = format!("{}::message_16_mib_intact_under_5_percent_loss", t.name());
     let Some(net) = NetPair::new_or_skip(&test) else {
         return;
     };
     const LEN: usize = 16 * 1024 * 1024;
     let idle = ["--idle-timeout", "30"];
-    let (mut server, addr, fp) = net.start_server(t, &idle);
-    let mut client = net.start_client(t, &addr, &fp, &idle);
-    await_connected(&mut server, &mut client, t, &fp);
+    let (mut server, mut client, _, _) = net.start_chat(t, &idle);
     net.set_loss(5);
 
     let mut up = pseudo_random_bytes(LEN, 0x5eed_1605);
@@ -484,20 +483,20 @@ fn message_16_mib_intact_under_5_percent_loss(t: Transport) {
 #[test]
 #[ignore = "long: 20% loss, 2000 messages and 16 MiB each way; run with --ignored"]
 fn long_quic_20_percent_loss_2000_messages_and_16_mib_each_way() {
-    heavy_20_percent(Transport::Quic);
+    heavy_20_percent(TransportKind::Quic);
 }
 
 #[test]
 #[ignore = "long: 20% loss, 2000 messages and 16 MiB each way; run with --ignored"]
 fn long_tcp_20_percent_loss_2000_messages_and_16_mib_each_way() {
-    heavy_20_percent(Transport::Tcp);
+    heavy_20_percent(TransportKind::Tcp);
 }
 
 /// Under 20% loss each way: 2,000 messages each way pipelined (each
 /// delivered and acked exactly once), then a 16 MiB message each way at the
 /// same time (both intact).
-fn heavy_20_percent(t: Transport) {
-    let test = format!("long_{}_20_percent_loss", t.as_str());
+fn heavy_20_percent(t: TransportKind) {
+    let test = format!("long_{}_20_percent_loss", t.name());
     let Some(net) = NetPair::new_or_skip(&test) else {
         return;
     };
@@ -505,20 +504,11 @@ fn heavy_20_percent(t: Transport) {
     const LEN: usize = 16 * 1024 * 1024;
     const VERY_LONG: Duration = Duration::from_secs(600);
     let idle = ["--idle-timeout", "60"];
-    let (mut server, addr, fp) = net.start_server(t, &idle);
-    let mut client = net.start_client(t, &addr, &fp, &idle);
-    await_connected(&mut server, &mut client, t, &fp);
+    let (mut server, mut client, _, _) = net.start_chat(t, &idle);
     net.set_loss(20);
 
     let started = Instant::now();
-    for i in 0..N {
-        client.send_text(&body("c2s", i));
-        server.send_text(&body("s2c", i));
-    }
-    server.collect_events("message", N as usize, VERY_LONG);
-    client.collect_events("message", N as usize, VERY_LONG);
-    client.collect_events("ack", N as usize, VERY_LONG);
-    server.collect_events("ack", N as usize, VERY_LONG);
+    pipeline_each_way(&mut server, &mut client, N, VERY_LONG);
     eprintln!("{test}: {N} messages each way in {:?}", started.elapsed());
 
     let started = Instant::now();

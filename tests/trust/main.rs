@@ -2,12 +2,10 @@
 //! at a terminal), the known-hosts list, changed keys and `chat forget`,
 //! pins and `--insecure`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::pty::PtyPeer;
-use common::*;
+use support::pty::PtyPeer;
+use support::*;
 
 both_transports!(
     first_contact_without_accept_new_is_refused,
@@ -29,6 +27,43 @@ fn loopback_key(addr: &str) -> String {
     format!("127.0.0.1:{}", port_of(addr))
 }
 
+/// A fresh client home whose known_hosts says `host` has `fingerprint`.
+fn home_knowing(host: &str, fingerprint: &str) -> TempDir {
+    let home = TempDir::new("client-home");
+    std::fs::write(
+        known_hosts_path(home.path()),
+        format!("# written by the test\n{host} {fingerprint}\n"),
+    )
+    .unwrap();
+    home
+}
+
+/// Spawns `client`, waits until it and `server` report `connected` (the
+/// client seeing the server's fingerprint `fp`), sends `text` as message 0
+/// from the client, and lets the client leave cleanly; returns it.
+fn chat_once(
+    server: &mut Peer,
+    client: ClientBuilder,
+    t: TransportKind,
+    fp: &str,
+    text: &str,
+) -> Peer {
+    let mut client = client.spawn();
+    await_connected(server, &mut client, t, fp);
+    exchange(&mut client, server, 0, text);
+    finish_client(server, &mut client);
+    client
+}
+
+/// `chat forget HOST --home HOME`, run to its end.
+fn forget(host: &str, home: &TempDir) -> (std::process::ExitStatus, Peer) {
+    run_chat(
+        "chat forget",
+        &["forget", host, "--home", &home.path_str()],
+        TIMEOUT,
+    )
+}
+
 /// Assert the client never reported `connected`.
 fn assert_never_connected(client: &mut Peer, why: &str) {
     client.poll();
@@ -41,7 +76,7 @@ fn assert_never_connected(client: &mut Peer, why: &str) {
 /// the server's fingerprint and `--accept-new` named on stderr and in an
 /// `error` event, no `connected`, nothing recorded. The client's own
 /// identity is created in its home (key mode 0600).
-fn first_contact_without_accept_new_is_refused(t: Transport) {
+fn first_contact_without_accept_new_is_refused(t: TransportKind) {
     let (_server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let mut client = ClientBuilder::new(t, &loopback_key(&addr))
@@ -89,7 +124,7 @@ fn first_contact_without_accept_new_is_refused(t: Transport) {
 /// `--accept-new` connects, chats and records `127.0.0.1:PORT FP`; a second
 /// connection with no trust flag uses the record silently and chats; both
 /// exit 0 at end of input. The server sees the client's own identity.
-fn accept_new_records_and_next_connection_uses_the_record(t: Transport) {
+fn accept_new_records_and_next_connection_uses_the_record(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let host = loopback_key(&addr);
@@ -118,7 +153,7 @@ fn accept_new_records_and_next_connection_uses_the_record(t: Transport) {
 /// The known-hosts key is `--addr` normalised: host names in lower case
 /// (`LocalHost:PORT` → `localhost:PORT`); the same name in another case
 /// then finds the record.
-fn known_hosts_key_is_the_normalised_addr(t: Transport) {
+fn known_hosts_key_is_the_normalised_addr(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let port = port_of(&addr);
     let home = TempDir::new("client-home");
@@ -131,12 +166,8 @@ fn known_hosts_key_is_the_normalised_addr(t: Transport) {
     finish_client(&mut server, &mut first);
     assert_known_hosts(home.path(), &[(&format!("localhost:{port}"), &fp)]);
 
-    let mut second = ClientBuilder::new(t, &format!("localhost:{port}"))
-        .home(home.path())
-        .spawn();
-    await_connected(&mut server, &mut second, t, &fp);
-    exchange(&mut second, &mut server, 0, "by name");
-    finish_client(&mut server, &mut second);
+    let second = ClientBuilder::new(t, &format!("localhost:{port}")).home(home.path());
+    chat_once(&mut server, second, t, &fp, "by name");
     assert_known_hosts(home.path(), &[(&format!("localhost:{port}"), &fp)]);
 }
 
@@ -145,7 +176,7 @@ fn known_hosts_key_is_the_normalised_addr(t: Transport) {
 /// `chat forget`; `--accept-new` does not override it; `--insecure` still
 /// connects (recording nothing). `chat forget` removes the entry (a second
 /// forget exits 1), after which `--accept-new` records the new key.
-fn changed_key_is_refused_until_forgotten(t: Transport) {
+fn changed_key_is_refused_until_forgotten(t: TransportKind) {
     let home = TempDir::new("client-home");
     let server_a_home = TempDir::new("server-a-home");
     let server_b_home = TempDir::new("server-b-home");
@@ -205,25 +236,15 @@ fn changed_key_is_refused_until_forgotten(t: Transport) {
 
     // --insecure connects to the changed server anyway, loudly, and
     // leaves the record alone.
-    let mut insecure = ClientBuilder::new(t, &host)
-        .home(home.path())
-        .insecure()
-        .spawn();
-    await_connected(&mut server_b, &mut insecure, t, &fp_b);
-    exchange(&mut insecure, &mut server_b, 0, "unverified");
-    finish_client(&mut server_b, &mut insecure);
+    let insecure = ClientBuilder::new(t, &host).home(home.path()).insecure();
+    let mut insecure = chat_once(&mut server_b, insecure, t, &fp_b, "unverified");
     if !insecure.stderr_text().to_lowercase().contains("insecure") {
         insecure.fail("--insecure should warn on stderr");
     }
     assert_known_hosts(home.path(), &[(&host, &fp_a)]);
 
     // chat forget HOST:PORT removes the entry; a second time it is unknown.
-    let home_s = home.path_str();
-    let (st, p) = run_chat(
-        "chat forget",
-        &["forget", &host, "--home", &home_s],
-        TIMEOUT,
-    );
+    let (st, p) = forget(&host, &home);
     assert_eq!(
         st.code(),
         Some(0),
@@ -231,11 +252,7 @@ fn changed_key_is_refused_until_forgotten(t: Transport) {
         p.stderr_text()
     );
     assert_known_hosts(home.path(), &[]);
-    let (st, p) = run_chat(
-        "chat forget",
-        &["forget", &host, "--home", &home_s],
-        TIMEOUT,
-    );
+    let (st, p) = forget(&host, &home);
     assert_eq!(
         st.code(),
         Some(1),
@@ -243,19 +260,14 @@ fn changed_key_is_refused_until_forgotten(t: Transport) {
         p.stderr_text()
     );
 
-    let mut renewed = ClientBuilder::new(t, &host)
-        .home(home.path())
-        .accept_new()
-        .spawn();
-    await_connected(&mut server_b, &mut renewed, t, &fp_b);
-    exchange(&mut renewed, &mut server_b, 0, "new key accepted");
-    finish_client(&mut server_b, &mut renewed);
+    let renewed = ClientBuilder::new(t, &host).home(home.path()).accept_new();
+    chat_once(&mut server_b, renewed, t, &fp_b, "new key accepted");
     assert_known_hosts(home.path(), &[(&host, &fp_b)]);
 }
 
 /// `--insecure` to a never-seen server: connects with a warning on stderr,
 /// chats, exits 0, records nothing.
-fn insecure_connects_to_unknown_server_and_records_nothing(t: Transport) {
+fn insecure_connects_to_unknown_server_and_records_nothing(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
     let mut client = ClientBuilder::new(t, &loopback_key(&addr))
@@ -277,7 +289,7 @@ fn insecure_connects_to_unknown_server_and_records_nothing(t: Transport) {
 /// and win over a known_hosts entry in both directions: a right pin
 /// connects despite a wrong entry, a wrong pin is refused despite a right
 /// entry.
-fn pins_take_precedence_and_are_never_recorded(t: Transport) {
+fn pins_take_precedence_and_are_never_recorded(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let host = loopback_key(&addr);
     let cert = server
@@ -291,30 +303,21 @@ fn pins_take_precedence_and_are_never_recorded(t: Transport) {
     // Pins on an empty home: connect, record nothing.
     let home = TempDir::new("client-home");
     for pin in [["--fingerprint", fp.as_str()], ["--cert", cert.as_str()]] {
-        let mut client = ClientBuilder::new(t, &host)
-            .home(home.path())
-            .args(&pin)
-            .spawn();
-        await_connected(&mut server, &mut client, t, &fp);
-        exchange(
-            &mut client,
+        let client = ClientBuilder::new(t, &host).home(home.path()).args(&pin);
+        chat_once(
             &mut server,
-            0,
+            client,
+            t,
+            &fp,
             &format!("pinned by {}", pin[0]),
         );
-        finish_client(&mut server, &mut client);
         assert_known_hosts(home.path(), &[]);
     }
 
     // A wrong known_hosts entry: a right pin still connects and leaves the
     // entry alone; no pin follows the (wrong) entry and is refused.
     let wrong = format!("sha256:{}", "ab".repeat(32));
-    let wrong_home = TempDir::new("client-home");
-    std::fs::write(
-        known_hosts_path(wrong_home.path()),
-        format!("# written by the test\n{host} {wrong}\n"),
-    )
-    .unwrap();
+    let wrong_home = home_knowing(&host, &wrong);
     let mut pinned = ClientBuilder::new(t, &host)
         .home(wrong_home.path())
         .fingerprint(&fp)
@@ -327,12 +330,7 @@ fn pins_take_precedence_and_are_never_recorded(t: Transport) {
     assert_never_connected(&mut unpinned, "known_hosts holds another fingerprint");
 
     // A right known_hosts entry: a wrong pin is refused all the same.
-    let right_home = TempDir::new("client-home");
-    std::fs::write(
-        known_hosts_path(right_home.path()),
-        format!("# written by the test\n{host} {fp}\n"),
-    )
-    .unwrap();
+    let right_home = home_knowing(&host, &fp);
     let mut wrong_pin = ClientBuilder::new(t, &host)
         .home(right_home.path())
         .fingerprint(&wrong)
@@ -352,32 +350,45 @@ fn pins_take_precedence_and_are_never_recorded(t: Transport) {
 const PROMPT_TIMEOUT: Duration = TIMEOUT;
 
 /// The plain-mode client on a pty for a fresh home, first contact.
-fn interactive_client(t: Transport, addr: &str, home: &TempDir) -> PtyPeer {
+fn interactive_client(t: TransportKind, addr: &str, home: &TempDir) -> PtyPeer {
     interactive_client_with(t, addr, home, &[])
 }
 
 /// The same, with more arguments.
-fn interactive_client_with(t: Transport, addr: &str, home: &TempDir, extra: &[&str]) -> PtyPeer {
+fn interactive_client_with(
+    t: TransportKind,
+    addr: &str,
+    home: &TempDir,
+    extra: &[&str],
+) -> PtyPeer {
     let args = ClientBuilder::new(t, &loopback_key(addr))
         .plain()
         .args(extra)
         .command_args(home.path());
-    PtyPeer::spawn(format!("pty-client/{}", t.as_str()), &args)
+    PtyPeer::spawn(format!("pty-client/{}", t.name()), &args)
+}
+
+/// The plain-mode client on a pty for a fresh `home`, at its first contact
+/// with the server at `addr`: waits for the trust question, which must show
+/// the server's fingerprint `fp`.
+fn client_at_the_trust_question(t: TransportKind, addr: &str, fp: &str, home: &TempDir) -> PtyPeer {
+    let mut client = interactive_client(t, addr, home);
+    client.wait_for("Trust this server? [y/N]", PROMPT_TIMEOUT);
+    if !client.screen_text().contains(fp) {
+        client.fail(&format!(
+            "the prompt should show the server's fingerprint {fp}"
+        ));
+    }
+    client
 }
 
 /// At a terminal, first contact shows the fingerprint and asks
 /// `Trust this server? [y/N]`; `y` connects (`connected with …`), records
 /// the server, and the chat works; Ctrl-D ends it with exit 0.
-fn interactive_first_contact_yes_connects_and_records(t: Transport) {
+fn interactive_first_contact_yes_connects_and_records(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
-    let mut client = interactive_client(t, &addr, &home);
-    client.wait_for("Trust this server? [y/N]", PROMPT_TIMEOUT);
-    if !client.screen_text().contains(&fp) {
-        client.fail(&format!(
-            "the prompt should show the server's fingerprint {fp}"
-        ));
-    }
+    let mut client = client_at_the_trust_question(t, &addr, &fp, &home);
     assert_known_hosts(home.path(), &[]);
     client.type_keys("y\r");
     // At a terminal the line editor runs: status lines carry a timestamp.
@@ -397,7 +408,7 @@ fn interactive_first_contact_yes_connects_and_records(t: Transport) {
 
 /// A user who takes longer than the idle timeout to answer the trust
 /// question still gets the chat: the connection is kept alive meanwhile.
-fn slow_answer_at_the_prompt_keeps_the_connection(t: Transport) {
+fn slow_answer_at_the_prompt_keeps_the_connection(t: TransportKind) {
     let idle = ["--idle-timeout", "2"];
     let (mut server, addr, _) = start_server(t, &idle);
     let home = TempDir::new("client-home");
@@ -422,7 +433,7 @@ fn slow_answer_at_the_prompt_keeps_the_connection(t: Transport) {
 /// reading the trust question: answering afterwards reports BUSY, not a
 /// broken connection, although the client's keep-alives meanwhile found the
 /// socket closed.
-fn busy_server_while_at_the_prompt_is_reported_as_busy(t: Transport) {
+fn busy_server_while_at_the_prompt_is_reported_as_busy(t: TransportKind) {
     let idle = ["--idle-timeout", "2"];
     let Chat {
         server: _server,
@@ -446,16 +457,10 @@ fn busy_server_while_at_the_prompt_is_reported_as_busy(t: Transport) {
 }
 
 /// At a terminal, answering `n` exits 1 without connecting or recording.
-fn interactive_first_contact_no_refuses_and_records_nothing(t: Transport) {
+fn interactive_first_contact_no_refuses_and_records_nothing(t: TransportKind) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let home = TempDir::new("client-home");
-    let mut client = interactive_client(t, &addr, &home);
-    client.wait_for("Trust this server? [y/N]", PROMPT_TIMEOUT);
-    if !client.screen_text().contains(&fp) {
-        client.fail(&format!(
-            "the prompt should show the server's fingerprint {fp}"
-        ));
-    }
+    let mut client = client_at_the_trust_question(t, &addr, &fp, &home);
     client.type_keys("n\r");
     client.expect_exit_code(1, TIMEOUT);
     if client
@@ -479,7 +484,7 @@ fn interactive_first_contact_no_refuses_and_records_nothing(t: Transport) {
 
 /// Two clients sharing a home, both `--accept-new`, to two servers at the
 /// same time: known_hosts ends up with both entries.
-fn concurrent_first_contacts_in_one_home_record_both(t: Transport) {
+fn concurrent_first_contacts_in_one_home_record_both(t: TransportKind) {
     let (mut server_1, addr_1, fp_1) = start_server(t, &[]);
     let (mut server_2, addr_2, fp_2) = start_server(t, &[]);
     let home = TempDir::new("client-home");

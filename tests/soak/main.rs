@@ -3,12 +3,10 @@
 //! (from /proc). The CI variants are short; the full-size runs are ignored
 //! tests: `cargo test --release --test soak -- --ignored`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use support::*;
 
 /// Resident memory of a process, in KiB (VmRSS in /proc/PID/status).
 fn rss_kib(pid: u32) -> u64 {
@@ -40,7 +38,7 @@ fn body(side: u8, i: usize) -> Vec<u8> {
 /// Both sides send `n` messages at once; every one must be delivered and
 /// acknowledged exactly once, and the server's memory afterwards must stay
 /// within `growth_kib` of what it used after a warm-up.
-fn both_ways(t: Transport, n: usize, growth_kib: u64) {
+fn both_ways(t: TransportKind, n: usize, growth_kib: u64) {
     let mut chat = start_chat(t, &["--idle-timeout", "60"], &["--idle-timeout", "60"]);
     // Warm up so that buffers and allocator pools exist before the baseline.
     for i in 0..20 {
@@ -77,7 +75,7 @@ fn both_ways(t: Transport, n: usize, growth_kib: u64) {
     let after = rss_kib(server_pid);
     eprintln!(
         "soak {}: {n} messages each way; server RSS {before} KiB before, {after} KiB after",
-        t.as_str()
+        t.name()
     );
     assert!(
         after <= before + growth_kib,
@@ -93,7 +91,7 @@ fn both_ways(t: Transport, n: usize, growth_kib: u64) {
 
 /// Clients in a row, each served and then one turned away as busy while it
 /// is open: the server's descriptors and memory must not grow.
-fn clients_in_a_row(t: Transport, rounds: usize) {
+fn clients_in_a_row(t: TransportKind, rounds: usize) {
     let (mut server, addr, fp) = start_server(t, &[]);
     let pid = server.pid();
     let round = |server: &mut Peer| {
@@ -126,7 +124,7 @@ fn clients_in_a_row(t: Transport, rounds: usize) {
     eprintln!(
         "{} clients in a row ({}): fds {fds} → {fds_after}, RSS {rss} → {rss_after} KiB",
         rounds * 2,
-        t.as_str()
+        t.name()
     );
     assert!(
         fds_after <= fds,
@@ -138,11 +136,11 @@ fn clients_in_a_row(t: Transport, rounds: usize) {
     );
 }
 
-fn soak_10k(t: Transport) {
+fn soak_10k(t: TransportKind) {
     both_ways(t, 10_000, 64 * 1024);
 }
 
-fn clients_100(t: Transport) {
+fn clients_100(t: TransportKind) {
     clients_in_a_row(t, 50);
 }
 
@@ -154,24 +152,24 @@ mod long {
     #[test]
     #[ignore = "long soak: 100,000 messages each way"]
     fn soak_100k_quic() {
-        both_ways(Transport::Quic, 100_000, 64 * 1024);
+        both_ways(TransportKind::Quic, 100_000, 64 * 1024);
     }
 
     #[test]
     #[ignore = "long soak: 100,000 messages each way"]
     fn soak_100k_tcp() {
-        both_ways(Transport::Tcp, 100_000, 64 * 1024);
+        both_ways(TransportKind::Tcp, 100_000, 64 * 1024);
     }
 
     #[test]
     #[ignore = "1,000 clients in a row"]
     fn clients_1000_quic() {
-        clients_in_a_row(Transport::Quic, 500);
+        clients_in_a_row(TransportKind::Quic, 500);
     }
 
     #[test]
     #[ignore = "1,000 clients in a row"]
     fn clients_1000_tcp() {
-        clients_in_a_row(Transport::Tcp, 500);
+        clients_in_a_row(TransportKind::Tcp, 500);
     }
 }

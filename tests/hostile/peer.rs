@@ -1,32 +1,24 @@
-//! Hostile peers for `tests/hostile.rs`: hand-written chat/1 peers (on tokio,
-//! quinn and tokio-rustls) that break the protocol on purpose, plus checks on
-//! what the real `chat` server answers and logs.
-//!
-//! The peers are async; tests are plain `#[test]` functions that drive them
-//! with [`rt`]'s `block_on` in between the blocking [`Peer`] calls of the
-//! shared helper. The runtime is multi-threaded so that background tasks
-//! (quinn's endpoint driver, the ack readers) keep running while a test
-//! blocks on a `Peer`.
-
-#![allow(dead_code)]
+//! Hostile peers for the `hostile` suite: hand-written chat/1 peers (on tokio,
+//! quinn and tokio-rustls) that break the protocol on purpose. What the
+//! server answers them is checked here; what it reports and logs, in
+//! [`crate::fixture`].
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chat::protocol::codec::{Frame, FrameDecoder, put_varint};
 use chat::trust::tls::{FingerprintVerifier, ServerTrust, client_config};
 use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::common::{Peer, TIMEOUT, Transport};
+use support::TIMEOUT;
 
 /// The chat/1 ALPN.
 pub const ALPN: &[u8] = b"chat/1";
@@ -35,15 +27,6 @@ pub const ALPN: &[u8] = b"chat/1";
 pub const NO_ERROR: u64 = 0;
 pub const BUSY: u64 = 1;
 pub const PROTOCOL_ERROR: u64 = 2;
-
-/// A small multi-threaded runtime for one test.
-pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("cannot build a tokio runtime")
-}
 
 /// A TLS 1.3 client configuration that accepts any server certificate with a
 /// valid handshake signature, offering `alpn` (none when empty).
@@ -100,110 +83,16 @@ pub fn data(id: u64, body: &[u8]) -> Vec<u8> {
     })
 }
 
-/// Removes ANSI escape sequences (the log formatter may colour its output).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn contains_ci(hay: &str, needle: &str) -> bool {
-    hay.to_lowercase().contains(&needle.to_lowercase())
-}
-
-/// Whether `text` mentions at least one of `any` (case-insensitive); an
-/// empty list matches everything.
-pub fn mentions_any(text: &str, any: &[&str]) -> bool {
-    any.is_empty() || any.iter().any(|k| contains_ci(text, k))
-}
-
-/// Waits until one line of the server's stderr contains `peer` (the hostile
-/// peer's address), `what` (case-insensitive) and one of `any`
-/// (case-insensitive); returns that line. Panics with diagnostics otherwise.
-pub fn wait_log_line(server: &mut Peer, peer: &str, what: &str, any: &[&str]) -> String {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let text = strip_ansi(&server.stderr_text());
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains(peer) && contains_ci(l, what) && mentions_any(l, any))
-        {
-            return line.to_string();
-        }
-        if Instant::now() >= deadline {
-            server.fail(&format!(
-                "stderr should have a line naming the peer {peer}, saying {what:?} and one of {any:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits for the server's `connected` event for the peer at `peer`.
-pub fn wait_connected_from(server: &mut Peer, peer: &str) -> Value {
-    let p = peer.to_string();
-    server.wait_event_where(
-        "connected",
-        &format!("peer = {peer}"),
-        move |v| v["peer"].as_str() == Some(p.as_str()),
-        TIMEOUT,
-    )
-}
-
-/// Waits for the server's next `disconnected` and checks its code (`None`:
-/// no close code, a lost connection) and that its reason mentions one of
-/// `any`; returns the event.
-pub fn expect_server_disconnected(server: &mut Peer, code: Option<u64>, any: &[&str]) -> Value {
-    let d = server.wait_event("disconnected", TIMEOUT);
-    if d["code"].as_u64() != code {
-        server.fail(&format!(
-            "server's disconnected.code should be {code:?}: {d}"
-        ));
-    }
-    let reason = d["reason"].as_str().unwrap_or_default();
-    if !mentions_any(reason, any) {
-        server.fail(&format!(
-            "server's disconnected.reason should mention one of {any:?}: {d}"
-        ));
-    }
-    d
-}
-
-/// A new normal client connects, sends a message and gets its ack, receives
-/// one from the server and acks it, then leaves cleanly.
-pub fn normal_client_chats(server: &mut Peer, addr: &str, fp: &str, t: Transport) {
-    use crate::common::{await_connected, exchange, finish_client, start_client};
-    // Messages from earlier (hostile) peers carry the same ids as the new
-    // client's: set them aside so the checks below see only the new ones.
-    server.poll();
-    while server.try_wait_event("message", Duration::ZERO).is_some() {}
-    let mut client = start_client(t, addr, fp, &[]);
-    await_connected(server, &mut client, t, fp);
-    exchange(&mut client, server, 0, "hello after the hostile peer");
-    exchange(server, &mut client, 0, "and hello back");
-    finish_client(server, &mut client);
-}
-
 // ---------------------------------------------------------------------------
 // TCP
 // ---------------------------------------------------------------------------
 
 /// What reading from a hostile TCP connection gave.
 #[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "the texts are read through Debug, in failure messages"
+)]
 pub enum Got {
     Frame(Frame),
     /// The server closed its side (close_notify or FIN).
@@ -397,9 +286,13 @@ impl HostileTcp {
     }
 }
 
-/// Reads a raw TCP stream until the server closes it (EOF or error);
-/// returns the bytes read, or `None` if it was still open after `timeout`.
-pub async fn read_until_closed(s: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+/// Reads a stream (raw TCP, or TLS) until the server closes it (EOF or
+/// error); returns the bytes read, or `None` if it was still open after
+/// `timeout`.
+pub async fn read_until_closed(
+    s: &mut (impl AsyncRead + Unpin),
+    timeout: Duration,
+) -> Option<Vec<u8>> {
     let mut got = Vec::new();
     let r = tokio::time::timeout(timeout, async {
         let mut chunk = [0u8; 4096];
