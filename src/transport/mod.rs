@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::protocol::codec::{Frame, Token, Version, frame_type};
+use crate::protocol::codec::{Frame, Token, Version, frame_type, reason_text};
 use crate::protocol::{Body, MessageId, close_code};
 use crate::trust::identity::Fingerprint;
 
@@ -58,6 +58,40 @@ pub enum Event {
     },
     /// The connection is over; no further events follow.
     Closed(Disconnect),
+}
+
+impl Event {
+    /// The event a control frame carries: ACK, REJECT, HELLO or WELCOME
+    /// (the same on both transports); `None` for any other frame.
+    pub(crate) fn of_control(frame: Frame) -> Option<Event> {
+        Some(match frame {
+            Frame::Ack { id } => Event::Ack { id },
+            Frame::Reject { id, code, reason } => Event::Rejected {
+                id,
+                code,
+                reason: reason_text(&reason),
+            },
+            Frame::Hello {
+                idle_timeout_ms,
+                token,
+            } => Event::Hello {
+                idle_timeout_ms,
+                token,
+            },
+            Frame::Welcome {
+                token,
+                resume_window_ms,
+                resumed,
+                idle_timeout_ms,
+            } => Event::Welcome {
+                token,
+                resume_window_ms,
+                resumed,
+                idle_timeout_ms,
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// Which end of a connection this is: on chat/2 it decides which frame

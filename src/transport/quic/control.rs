@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::Shared;
 use super::streams::{Read, StreamReader};
-use crate::protocol::codec::{self, Frame, FrameDecoder, put_varint, stream_type};
+use crate::protocol::codec::{Frame, FrameDecoder, put_varint, stream_type};
 use crate::transport::{Event, Opening};
 use crate::ui::render::sanitize_line;
 
@@ -156,36 +156,16 @@ pub(super) async fn read_control(shared: Shared, mut reader: StreamReader) {
                 Err(reason) => return shared.violation(reason),
             };
             let event = match frame {
-                Frame::Hello {
-                    idle_timeout_ms,
-                    token,
-                } => Event::Hello {
-                    idle_timeout_ms,
-                    token,
-                },
-                Frame::Welcome {
-                    token,
-                    resume_window_ms,
-                    resumed,
-                    idle_timeout_ms,
-                } => Event::Welcome {
-                    token,
-                    resume_window_ms,
-                    resumed,
-                    idle_timeout_ms,
-                },
-                Frame::Ack { id } => Event::Ack { id },
-                Frame::Reject { id, code, reason } => Event::Rejected {
-                    id,
-                    code,
-                    reason: codec::reason_text(&reason),
-                },
                 // Unknown types are skipped; a PING is meaningless here but
                 // harmless, so it is skipped too.
                 Frame::Unknown { .. } | Frame::Ping => continue,
                 f @ (Frame::Data { .. } | Frame::End { .. } | Frame::Close { .. }) => {
                     return shared.violation(format!("{} frame on the control stream", f.name()));
                 }
+                control => match Event::of_control(control) {
+                    Some(event) => event,
+                    None => continue,
+                },
             };
             if shared.events.send(event).await.is_err() {
                 return;

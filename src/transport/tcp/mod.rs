@@ -175,14 +175,9 @@ impl TcpTransport {
             return self.violation(reason);
         }
         match frame {
-            Frame::Ack { id } => self.events.push_back(Event::Ack { id }),
-            Frame::Reject { id, code, reason } => {
+            Frame::Reject { id, .. } => {
                 self.writer.abort(id);
-                self.events.push_back(Event::Rejected {
-                    id,
-                    code,
-                    reason: codec::reason_text(&reason),
-                });
+                self.events.extend(Event::of_control(frame));
             }
             Frame::Data { id, chunk } => self.chunk(id, chunk, false),
             Frame::End { id, chunk } => self.chunk(id, chunk, true),
@@ -194,25 +189,8 @@ impl TcpTransport {
                     reason: codec::reason_text(&reason),
                 });
             }
-            Frame::Hello {
-                idle_timeout_ms,
-                token,
-            } => self.events.push_back(Event::Hello {
-                idle_timeout_ms,
-                token,
-            }),
-            Frame::Welcome {
-                token,
-                resume_window_ms,
-                resumed,
-                idle_timeout_ms,
-            } => self.events.push_back(Event::Welcome {
-                token,
-                resume_window_ms,
-                resumed,
-                idle_timeout_ms,
-            }),
             Frame::Ping | Frame::Unknown { .. } => {}
+            control => self.events.extend(Event::of_control(control)),
         }
     }
 
