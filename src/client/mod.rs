@@ -12,6 +12,7 @@ mod memory;
 mod race;
 mod trust;
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -54,10 +55,12 @@ type Io = (UserIo, OutputThread);
 /// the process exit status.
 pub async fn run(args: &ChatArgs, limits: Limits, quit: Quit) -> Result<u8> {
     // Scripts see each connection attempt as an event, so their output
-    // starts now; at a terminal the line editor starts only after the trust
-    // question, and attempts are told on stderr.
-    let interactive = !args.json && ui::terminal::is_interactive();
-    let mut io = (!interactive).then(|| ui::stdio(args.json, false, &quit));
+    // starts now. When a person may be asked whether to trust the server
+    // (plain mode with stdin at a terminal), standard input must wait for
+    // that question, so the output starts after it and attempts are told
+    // on stderr.
+    let asks = !args.json && std::io::stdin().is_terminal();
+    let mut io = (!asks).then(|| ui::stdio(args.json, false, &quit));
     let result = connect_and_chat(args, limits, quit, &mut io).await;
     if let Some((mut io, output)) = io {
         io.out.finish();
@@ -225,7 +228,15 @@ async fn chat(
         ..
     } = won;
     let (io, _) = io.get_or_insert_with(|| ui::stdio(args.json, false, quit));
-    let idle_timeout = match open(&mut link, &peer, limits).await {
+    let opened = tokio::select! {
+        opened = open(&mut link, &peer, limits) => opened,
+        () = quit.wait() => {
+            link.close(close_code::NO_ERROR, "the client left").await;
+            link.finish().await;
+            bail!("interrupted while opening the chat with {}", peer.addr);
+        }
+    };
+    let idle_timeout = match opened {
         Ok(idle) => idle,
         Err(Refused(why)) => {
             // Turned away before the chat began (BUSY, UNAUTHORIZED, …).
