@@ -396,8 +396,9 @@ fn describe(case: &str, via: Via, kind: TransportKind, p: &Plan) -> String {
             p.hol_gap.as_millis()
         ),
         ("connect", Via::Lib) => format!(
-            "{} connections (after {} warm-up), each timed from calling {t}::connect until it \
-             returns a started transport (handshake done, chat open), then closed before the next",
+            "{} connections (after {} warm-up), each timed from calling transport::connect \
+             ({t}) until the chat is open (handshake done, then chat/2's HELLO answered by \
+             WELCOME), then closed before the next",
             p.connect_n, p.connect_warmup
         ),
         ("connect", _) => format!(

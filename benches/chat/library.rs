@@ -4,9 +4,10 @@
 //! `current_thread` runtime, as the `chat` binary runs one such runtime per
 //! process. The server is the real one: `chat::server::run` on a bound
 //! `Listener`, its output on a writer thread as in the binary (a [`Probe`]
-//! sink that counts what arrives). The client is `transport::connect`
-//! followed by a [`Session`] as [`Role::Client`], fed by a scripted driver
-//! through the same `UserIo` input channel that standard input feeds in the
+//! sink that counts what arrives). The client is `transport::connect`,
+//! chat/2's opening (HELLO, then the server's WELCOME, as the binary's
+//! client does it), then a [`Session`] as [`Role::Client`], fed by a
+//! scripted driver through the same `UserIo` input channel that standard input feeds in the
 //! binary; its [`Probe`] output, called in place, hands each
 //! acknowledgement (with the RTT the session computed) back to the driver.
 //!
@@ -22,10 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use chat::TransportKind;
+use chat::protocol::codec::{Frame, Version};
 use chat::protocol::{MessageId, close_code};
 use chat::server;
 use chat::session::{Role, Session};
-use chat::transport::{self, Limits, Listener, Transport};
+use chat::transport::{self, Event, Limits, Link, Listener, PeerInfo, Transport};
 use chat::trust::allow::AllowList;
 use chat::trust::identity::{self, Identity};
 use chat::trust::tls::{self, FingerprintVerifier, ServerTrust};
@@ -328,8 +330,9 @@ where
     let limits = setup.limits.clone();
     let client = spawn_runtime("bench-client", move || async move {
         let config = client_tls()?;
-        let (link, _peer) = transport::connect(kind, addr, config, &limits).await?;
-        chat_as_client(link, &limits, server_tid, scenario).await
+        let (mut link, peer) = transport::connect(kind, addr, config, &limits).await?;
+        let idle = open(&mut link, &peer, &limits).await?;
+        chat_as_client(link, idle, server_tid, scenario).await
     })?;
     let result = client.wait(CASE_TIMEOUT);
     let report = server.stop()?;
@@ -341,7 +344,7 @@ where
 /// once every message is acknowledged, as the binary does at end of stdin.
 async fn chat_as_client<T, R, F, Fut>(
     mut transport: T,
-    limits: &Limits,
+    idle_timeout: Duration,
     server_tid: i64,
     scenario: F,
 ) -> Result<R>
@@ -353,7 +356,7 @@ where
     let (input_tx, input) = mpsc::channel(INPUT_QUEUE);
     let (notes_tx, notes) = mpsc::unbounded_channel();
     let mut quit = Quit::new();
-    let mut session = Session::new(Role::Client, limits.idle_timeout);
+    let mut session = Session::new(Role::Client, idle_timeout);
     let mut io = UserIo {
         input,
         input_open: true,
@@ -571,10 +574,35 @@ pub fn hol(
     Ok(hol)
 }
 
+/// Opens the chat as the binary's client does (`open` in
+/// src/client/mod.rs): on chat/2, HELLO, then the server's WELCOME. Returns
+/// the idle timeout agreed with the server.
+async fn open(link: &mut Link, peer: &PeerInfo, limits: &Limits) -> Result<Duration> {
+    if peer.version == Version::V1 {
+        return Ok(limits.idle_timeout);
+    }
+    link.send_control(Frame::Hello {
+        idle_timeout_ms: transport::millis(limits.idle_timeout),
+        token: None,
+    });
+    link.flush();
+    match tokio::time::timeout(ACK_TIMEOUT, link.next_event()).await {
+        Ok(Event::Welcome {
+            idle_timeout_ms, ..
+        }) => {
+            let idle = transport::agreed_idle_timeout(limits.idle_timeout, idle_timeout_ms);
+            link.set_idle_timeout(idle);
+            Ok(idle)
+        }
+        Ok(other) => bail!("the server answered HELLO with {other:?}"),
+        Err(_) => bail!("no WELCOME within {ACK_TIMEOUT:?}"),
+    }
+}
+
 /// connect: `warmup + n` connections one after the other, each timed from
-/// the call to `connect` until it returns a started transport (the chat is
-/// open: the client's `connected` event follows at once), then closed
-/// normally before the next.
+/// the call to `connect` until the chat is open (the handshake, then on
+/// chat/2 HELLO and WELCOME: the client's `connected` event follows at
+/// once), then closed normally before the next.
 pub fn connect(
     kind: TransportKind,
     setup: &Setup,
@@ -590,7 +618,8 @@ pub fn connect(
         let mut times = Vec::with_capacity(n);
         for i in 0..warmup + n {
             let t0 = Instant::now();
-            let (link, _) = transport::connect(kind, addr, config.clone(), &limits).await?;
+            let (mut link, peer) = transport::connect(kind, addr, config.clone(), &limits).await?;
+            open(&mut link, &peer, &limits).await?;
             let elapsed = t0.elapsed();
             leave(link).await;
             if i >= warmup {
