@@ -5,6 +5,7 @@
 //! cargo bench --bench chat                    # everything, both transports
 //! cargo bench --bench chat -- --quick         # smoke run, reduced counts
 //! cargo bench --bench chat -- --case rtt      # some cases (and the floor)
+//! cargo bench --bench chat -- --case reach    # auto's connects (and connect)
 //! cargo bench --bench chat -- --runs 3        # medians of 3 runs
 //! cargo bench --bench chat -- --help          # all options
 //! ```
@@ -24,6 +25,14 @@
 //!   the receiving process's peak RSS;
 //! - **hol**: 32 B messages, one per ms, while a 64 MiB message is in flight;
 //! - **connect**: from starting to connect until the chat is open;
+//! - **reach** (binary only, issue #12): the connect of a client with
+//!   `--transport auto` (the default), which races QUIC and TCP: to a
+//!   server on both (QUIC answers; against `connect bin quic`), and to a
+//!   server on TCP only (QUIC gets no answer, as when UDP is blocked) with
+//!   nothing remembered (TCP after QUIC's 250 ms head start; the excess over
+//!   `connect bin tcp`) and remembered (TCP at once; against it again);
+//!   each compared with pinned clients (`--transport quic|tcp`, as in
+//!   connect) interleaved with it, which the load cannot tell apart;
 //! - **idle**: RSS of a server process with no client.
 //!
 //! Output: a table (figures, ratios to the floor, the issue's targets with
@@ -56,9 +65,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 
+use binary::Situation;
 use report::Row;
 use util::latency_figures;
 
@@ -87,7 +97,7 @@ impl Via {
 }
 
 const CASES: &[&str] = &[
-    "floor", "rtt", "rate", "bulk", "hol", "connect", "idle", "memory",
+    "floor", "rtt", "rate", "bulk", "hol", "connect", "reach", "idle", "memory",
 ];
 
 /// Benchmarks of the chat over QUIC and TLS over TCP (issue #6).
@@ -98,8 +108,9 @@ struct Opts {
     #[arg(long)]
     quick: bool,
     /// Cases to run (repeatable or comma-separated): floor, rtt, rate, bulk,
-    /// hol, connect, idle, memory (= bulk through the binary + idle).
-    /// Default: all. rtt brings the floor along, for its ratios.
+    /// hol, connect, reach, idle, memory (= bulk through the binary + idle).
+    /// Default: all. rtt brings the floor along, for its ratios, and reach
+    /// the connect through the binary, to read next to it.
     #[arg(long = "case", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(CASES))]
     cases: Vec<String>,
     /// Same as --case (so `cargo bench --bench chat -- rtt` works).
@@ -158,7 +169,9 @@ impl Plan {
             hol_gap: Duration::from_millis(1),
             connect_warmup: q(2, 1),
             connect_n: q(20, 5),
-            bin_connect_n: q(10, 3),
+            // Also the reach case's count of auto and of pinned clients,
+            // whose p50s it compares: 20, not fewer.
+            bin_connect_n: q(20, 5),
             idle_settle: Duration::from_millis(q(1_000, 300) as u64),
         }
     }
@@ -217,15 +230,15 @@ fn run(opts: &Opts) -> Result<bool> {
     let mut runs: Vec<Vec<Row>> = Vec::new();
     for run in 1..=opts.runs {
         let mut rows = Vec::new();
-        for &(case, via, kind) in &units {
+        for &(case, via, kind, situation) in &units {
             eprintln!(
                 "bench: run {run}/{}: {case} {} {}",
                 opts.runs,
                 via.name(),
-                kind.name()
+                situation.map_or(kind.name(), |s| s.label())
             );
-            let what = describe(case, via, kind, &env.plan);
-            let (figures, error) = match measure(case, via, kind, &env) {
+            let what = describe(case, via, kind, situation, &env.plan);
+            let (figures, error) = match measure(case, via, kind, situation, &env) {
                 Ok(f) => (f, None),
                 Err(e) => {
                     eprintln!("bench:   failed: {e:#}");
@@ -236,6 +249,7 @@ fn run(opts: &Opts) -> Result<bool> {
                 case,
                 via,
                 kind,
+                situation,
                 what,
                 figures,
                 error,
@@ -258,7 +272,7 @@ fn run(opts: &Opts) -> Result<bool> {
             "  {} {} {}: {}",
             m.case,
             m.via.name(),
-            m.kind.name(),
+            m.situation.map_or(m.kind.name(), |s| s.label()),
             m.what
         );
     }
@@ -271,10 +285,14 @@ fn run(opts: &Opts) -> Result<bool> {
     Ok(merged.iter().all(|m| m.errors.is_empty()))
 }
 
-/// The (case, via, transport) units to run, in order. Cases are
-/// interleaved by transport so that the two transports, and each rtt and
-/// its floor, are measured close together in time.
-fn selection(opts: &Opts) -> Vec<(&'static str, Via, TransportKind)> {
+/// One thing to measure: a case, how it reaches the chat, the transport
+/// (for reach, the one that should win) and reach's situation.
+type Unit = (&'static str, Via, TransportKind, Option<Situation>);
+
+/// The units to run, in order. Cases are interleaved by transport so that
+/// the two transports, and each rtt and its floor, are measured close
+/// together in time.
+fn selection(opts: &Opts) -> Vec<Unit> {
     let mut wanted: Vec<&str> = opts
         .cases
         .iter()
@@ -288,6 +306,7 @@ fn selection(opts: &Opts) -> Vec<(&'static str, Via, TransportKind)> {
     let picked = |case: &str, via: Via| {
         all || wanted.contains(&case)
             || (wanted.contains(&"memory") && via == Via::Bin && matches!(case, "bulk" | "idle"))
+            || (wanted.contains(&"reach") && via == Via::Bin && case == "connect")
     };
     let via_ok = |via: Via| via == Via::Bare || opts.via.is_none_or(|v| v == via);
     let kinds: Vec<TransportKind> = if opts.transport.is_empty() {
@@ -295,7 +314,7 @@ fn selection(opts: &Opts) -> Vec<(&'static str, Via, TransportKind)> {
     } else {
         opts.transport.clone()
     };
-    let order: [(&'static str, Via); 11] = [
+    let order: [(&'static str, Via); 12] = [
         ("floor", Via::Bare),
         ("rtt", Via::Lib),
         ("rtt", Via::Bin),
@@ -306,13 +325,24 @@ fn selection(opts: &Opts) -> Vec<(&'static str, Via, TransportKind)> {
         ("hol", Via::Lib),
         ("connect", Via::Lib),
         ("connect", Via::Bin),
+        ("reach", Via::Bin),
         ("idle", Via::Bin),
     ];
     let mut units = Vec::new();
     for (case, via) in order {
-        if picked(case, via) && via_ok(via) {
+        if !(picked(case, via) && via_ok(via)) {
+            continue;
+        }
+        if case == "reach" {
+            // By the transport that should win, so --transport picks them.
+            for s in Situation::ALL {
+                if kinds.contains(&s.winner()) {
+                    units.push((case, via, s.winner(), Some(s)));
+                }
+            }
+        } else {
             for &kind in &kinds {
-                units.push((case, via, kind));
+                units.push((case, via, kind, None));
             }
         }
     }
@@ -320,7 +350,13 @@ fn selection(opts: &Opts) -> Vec<(&'static str, Via, TransportKind)> {
 }
 
 /// Exactly what a case measures, with this run's counts.
-fn describe(case: &str, via: Via, kind: TransportKind, p: &Plan) -> String {
+fn describe(
+    case: &str,
+    via: Via,
+    kind: TransportKind,
+    situation: Option<Situation>,
+    p: &Plan,
+) -> String {
     let t = kind.name();
     let socket = match kind {
         TransportKind::Quic => "UDP",
@@ -406,6 +442,35 @@ fn describe(case: &str, via: Via, kind: TransportKind, p: &Plan) -> String {
              until its connected event is read (includes process start and identity loading)",
             p.bin_connect_n
         ),
+        ("reach", _) => {
+            let timed = format!(
+                "{n} client processes with no --transport (auto), after 1 warm-up, timed as in \
+                 connect bin, with a home of their own (identity made by the warm-up); \
+                 interleaved with them (alternating order, same server) {n} clients as in \
+                 connect bin, pinned to the transport that should win, with another home of \
+                 their own: connect p50 = theirs; p50/connect, excess = auto's p50 against it",
+                n = p.bin_connect_n
+            );
+            match situation {
+                Some(Situation::QuicAnswers) => format!(
+                    "{timed}; server --transport auto (QUIC and TCP on one port); QUIC must win; \
+                     tcp started = connects that also started a TCP attempt"
+                ),
+                Some(Situation::FirstTime) => format!(
+                    "{timed}; server --transport tcp, so QUIC gets no answer (quinn ignores the \
+                     ICMP port-unreachable: as if UDP were blocked); the client's reach file \
+                     deleted before each (nothing remembered); TCP must win, with a fallback \
+                     reason; head start = median time from its QUIC to its TCP connecting event \
+                     (target for excess: the 250 ms head start + 20 ms)"
+                ),
+                _ => format!(
+                    "{timed}; server --transport tcp as above, the client's reach file kept (the \
+                     warm-up fell back, so TCP starts with QUIC); TCP must win; head start as \
+                     above; excess = what the QUIC attempt started alongside costs (target: \
+                     no head start, 20 ms of slack)"
+                ),
+            }
+        }
         ("idle", _) => format!(
             "RSS (VmRSS) of `chat --mode server --json` with no client, {} ms after its \
              listening event; peak = VmHWM",
@@ -430,7 +495,13 @@ fn pingpong_figures(p: &floor::PingPong) -> Figures {
 }
 
 /// Runs one case once.
-fn measure(case: &str, via: Via, kind: TransportKind, env: &Env) -> Result<Figures> {
+fn measure(
+    case: &str,
+    via: Via,
+    kind: TransportKind,
+    situation: Option<Situation>,
+    env: &Env,
+) -> Result<Figures> {
     let p = &env.plan;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let per_msg = |cpu: Option<Duration>, n: usize| cpu.map_or(f64::NAN, |c| us(c) / n as f64);
@@ -535,6 +606,27 @@ fn measure(case: &str, via: Via, kind: TransportKind, env: &Env) -> Result<Figur
             p.connect_n,
         )?),
         ("connect", _) => latency_figures(&binary::connect(&env.bin, kind, p.bin_connect_n)?),
+        ("reach", _) => {
+            let situation = situation.context("reach without a situation")?;
+            let r = binary::reach(&env.bin, situation, p.bin_connect_n)?;
+            let mut f = latency_figures(&r.times);
+            if situation == Situation::QuicAnswers {
+                f.push(("tcp_started", r.tcp_started as f64));
+            } else {
+                let heads: Vec<f64> = r.head_starts.iter().map(|d| us(*d)).collect();
+                f.push(("head_start_us", util::median(&heads)));
+            }
+            // Against the pinned clients interleaved with these.
+            let p50 = |d: &[Duration]| latency_figures(d)[0].1;
+            let (auto, pinned) = (p50(&r.times), p50(&r.pinned));
+            f.push(("connect_p50_us", pinned));
+            // A ratio to a connect about 50 times shorter says nothing.
+            if situation != Situation::FirstTime {
+                f.push(("p50_x_connect", auto / pinned));
+            }
+            f.push(("excess_us", auto - pinned));
+            f
+        }
         ("idle", _) => {
             let i = binary::idle(&env.bin, kind, p.idle_settle)?;
             vec![("rss_mib", i.rss_mib), ("peak_rss_mib", i.peak_mib)]

@@ -124,7 +124,9 @@ impl Event {
 /// The events of `chat --json` (README.md, `--json`).
 const EVENTS: &[&str] = &[
     "listening",
+    "connecting",
     "connected",
+    "refused",
     "sent",
     "ack",
     "rejected",
@@ -215,11 +217,17 @@ impl Bin {
     /// `chat --mode server --json` on 127.0.0.1, any free port. Returns it
     /// with its address and fingerprint (from its `listening` event).
     fn server(&self, kind: TransportKind, reading: Reading) -> Result<(Proc, SocketAddr, String)> {
+        self.server_with(Choice::Only(kind), reading)
+    }
+
+    /// [`Bin::server`] with any `--transport` (`auto`: QUIC and TCP on one
+    /// port).
+    fn server_with(&self, choice: Choice, reading: Reading) -> Result<(Proc, SocketAddr, String)> {
         let args = [
             "--mode",
             "server",
             "--transport",
-            kind.name(),
+            choice.name(),
             "--bind",
             "127.0.0.1",
             "--port",
@@ -254,19 +262,35 @@ impl Bin {
         stdin: Stdio,
         reading: Reading,
     ) -> Result<Proc> {
-        let args = [
-            "--mode",
-            "client",
-            "--transport",
-            kind.name(),
+        let home = self.home_str();
+        self.client_with(Choice::Only(kind), addr, fingerprint, &home, stdin, reading)
+    }
+
+    /// [`Bin::client`] with any `--transport` (for `auto`, none is given,
+    /// as a user would) and its own home.
+    fn client_with(
+        &self,
+        choice: Choice,
+        addr: SocketAddr,
+        fingerprint: &str,
+        home: &str,
+        stdin: Stdio,
+        reading: Reading,
+    ) -> Result<Proc> {
+        let mut args = vec!["--mode", "client"];
+        if let Choice::Only(kind) = choice {
+            args.extend(["--transport", kind.name()]);
+        }
+        let addr = addr.to_string();
+        args.extend([
             "--addr",
-            &addr.to_string(),
+            &addr,
             "--fingerprint",
             fingerprint,
             "--json",
             "--home",
-            &self.home_str(),
-        ];
+            home,
+        ]);
         self.spawn("client", &strings(&args), stdin, reading)
     }
 
@@ -281,6 +305,23 @@ impl Bin {
 
     fn home_str(&self) -> String {
         self.home.path().display().to_string()
+    }
+}
+
+/// What a process is given as `--transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Both: a server listens on QUIC and TCP, a client races them.
+    Auto,
+    Only(TransportKind),
+}
+
+impl Choice {
+    fn name(self) -> &'static str {
+        match self {
+            Choice::Auto => "auto",
+            Choice::Only(kind) => kind.name(),
+        }
     }
 }
 
@@ -344,12 +385,23 @@ impl Proc {
     /// `rejected` or `disconnected` event, or the process ending, is an
     /// error.
     fn wait_event(&mut self, name: &str, timeout: Duration) -> Result<Event> {
+        self.wait_event_with(name, timeout, |_| {})
+    }
+
+    /// [`Proc::wait_event`], showing `skipped` each event it passes over.
+    fn wait_event_with(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        mut skipped: impl FnMut(&Event),
+    ) -> Result<Event> {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(ev) = self.ready.pop_front() {
                 if ev.name == name {
                     return Ok(ev);
                 }
+                skipped(&ev);
                 if matches!(ev.name, "error" | "disconnected" | "rejected") {
                     let what = ev.json.unwrap_or_default().to_string();
                     return Err(self.failure(&format!("unexpected event {what}")));
@@ -604,4 +656,189 @@ pub fn connect(bin: &Bin, kind: TransportKind, n: usize) -> Result<Vec<Duration>
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(times)
+}
+
+/// Where a client with `--transport auto` (the default) has to find its
+/// way to the server: the `reach` case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Situation {
+    /// The server listens on QUIC and TCP (`auto`): QUIC answers at once.
+    QuicAnswers,
+    /// The server listens on TCP only, so QUIC gets no answer (on loopback
+    /// the ICMP port-unreachable is ignored, as if UDP were blocked), and
+    /// the client remembers nothing: TCP starts after QUIC's head start.
+    FirstTime,
+    /// The same, with the client's `reach` file kept from a connect before:
+    /// TCP starts together with QUIC.
+    Remembered,
+}
+
+impl Situation {
+    pub const ALL: [Situation; 3] = [
+        Situation::QuicAnswers,
+        Situation::FirstTime,
+        Situation::Remembered,
+    ];
+
+    /// For scripts (the `BENCH` lines).
+    pub fn name(self) -> &'static str {
+        match self {
+            Situation::QuicAnswers => "quic-answers",
+            Situation::FirstTime => "udp-unanswered-first",
+            Situation::Remembered => "udp-unanswered-remembered",
+        }
+    }
+
+    /// For the table's transport column.
+    pub fn label(self) -> &'static str {
+        match self {
+            Situation::QuicAnswers => "auto, quic answers",
+            Situation::FirstTime => "auto, no udp answer, 1st",
+            Situation::Remembered => "auto, no udp answer, again",
+        }
+    }
+
+    /// The transport that should win the race.
+    pub fn winner(self) -> TransportKind {
+        match self {
+            Situation::QuicAnswers => TransportKind::Quic,
+            Situation::FirstTime | Situation::Remembered => TransportKind::Tcp,
+        }
+    }
+
+    fn server(self) -> Choice {
+        match self {
+            Situation::QuicAnswers => Choice::Auto,
+            Situation::FirstTime | Situation::Remembered => Choice::Only(TransportKind::Tcp),
+        }
+    }
+}
+
+/// What the reach case measured.
+pub struct Reach {
+    /// Spawning an auto client to reading its `connected` event.
+    pub times: Vec<Duration>,
+    /// The same for the pinned clients interleaved with them.
+    pub pinned: Vec<Duration>,
+    /// Between reading an auto client's QUIC and TCP `connecting` events,
+    /// for the connects that started both.
+    pub head_starts: Vec<Duration>,
+    /// How many measured auto connects started a TCP attempt at all.
+    pub tcp_started: usize,
+}
+
+/// One client process's connect, timed as in [`connect`].
+struct Connected {
+    took: Duration,
+    /// When its QUIC and TCP `connecting` events were read.
+    quic_at: Option<Instant>,
+    tcp_at: Option<Instant>,
+}
+
+/// Spawns a client (stdin closed), waits for its `connected` event, checks
+/// that `winner` won (with a `fallback` reason if that is TCP and the
+/// client could have used QUIC), and waits for it to leave.
+fn connect_once(
+    bin: &Bin,
+    choice: Choice,
+    (addr, fp): (SocketAddr, &str),
+    home: &str,
+    winner: TransportKind,
+) -> Result<Connected> {
+    let t0 = Instant::now();
+    let mut client = bin.client_with(choice, addr, fp, home, Stdio::null(), Reading::Prompt)?;
+    let (mut quic_at, mut tcp_at) = (None, None);
+    let connected = client.wait_event_with("connected", EVENT_TIMEOUT, |ev| {
+        if ev.name == "connecting" {
+            match ev.field("transport").as_str() {
+                Some("quic") => quic_at = quic_at.or(Some(ev.at)),
+                Some("tcp") => tcp_at = tcp_at.or(Some(ev.at)),
+                _ => {}
+            }
+        }
+    })?;
+    let took = connected.at - t0;
+    let won = connected.field("transport").as_str().unwrap_or("?");
+    let fallback = connected.field("fallback");
+    ensure!(
+        won == winner.name(),
+        "--transport {}: won by {won}, not {winner} (fallback: {fallback})",
+        choice.name()
+    );
+    ensure!(
+        choice != Choice::Auto || winner == TransportKind::Quic || fallback.is_string(),
+        "TCP won without a fallback reason"
+    );
+    client.finish_ok(EVENT_TIMEOUT)?;
+    // As in `connect`: let the server free its chat slot.
+    std::thread::sleep(Duration::from_millis(20));
+    Ok(Connected {
+        took,
+        quic_at,
+        tcp_at,
+    })
+}
+
+/// reach: `n` client processes with `--transport auto` (the default),
+/// timed as in [`connect`], each paired with a pinned client (`--transport`
+/// the expected winner, as in [`connect`]) to the same server, in
+/// alternating order, so that both sets see the same load; one unmeasured
+/// pair first (it makes the identities and, for [`Situation::Remembered`],
+/// leaves the memory the others use). Each set has a home of its own, so
+/// that the pinned clients never touch the auto ones' memory and the two
+/// differ only in `--transport`; for [`Situation::FirstTime`] the auto
+/// home's `reach` file is deleted before each, so nothing is remembered but
+/// the identity is not made again. Every connect must be won by
+/// [`Situation::winner`].
+pub fn reach(bin: &Bin, situation: Situation, n: usize) -> Result<Reach> {
+    let (_server, addr, fp) = bin.server_with(situation.server(), Reading::Prompt)?;
+    let server = (addr, fp.as_str());
+    let winner = situation.winner();
+    let home = TempDir::new("reach")?;
+    let auto_home = home.path().display().to_string();
+    let other = TempDir::new("reach-pinned")?;
+    let pinned_home = other.path().display().to_string();
+    // The client's memory of reaching servers (src/client/memory.rs).
+    let memory = home.path().join("reach");
+    let mut result = Reach {
+        times: Vec::with_capacity(n),
+        pinned: Vec::with_capacity(n),
+        head_starts: Vec::new(),
+        tcp_started: 0,
+    };
+    for i in 0..=n {
+        if i == 0 || situation == Situation::FirstTime {
+            match std::fs::remove_file(&memory) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).context("cannot remove the client's reach file");
+                }
+                _ => {}
+            }
+        }
+        let pinned_first = i % 2 == 1;
+        let pinned = |result: &mut Reach| -> Result<()> {
+            let c = connect_once(bin, Choice::Only(winner), server, &pinned_home, winner)?;
+            if i > 0 {
+                result.pinned.push(c.took);
+            }
+            Ok(())
+        };
+        if pinned_first {
+            pinned(&mut result)?;
+        }
+        let c = connect_once(bin, Choice::Auto, server, &auto_home, winner)?;
+        if i > 0 {
+            result.times.push(c.took);
+            if let Some(tcp) = c.tcp_at {
+                result.tcp_started += 1;
+                if let Some(quic) = c.quic_at {
+                    result.head_starts.push(tcp.saturating_duration_since(quic));
+                }
+            }
+        }
+        if !pinned_first {
+            pinned(&mut result)?;
+        }
+    }
+    Ok(result)
 }
