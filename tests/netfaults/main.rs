@@ -3,21 +3,20 @@
 //!
 //! The server runs in one network namespace and the client in another,
 //! joined by a veth pair with private addresses that exist only inside those
-//! namespaces (see `netns.rs` beside this file); loss and cuts are nftables rules
-//! inside them. This needs root, `ip` (iproute2) and `nft` (nftables):
-//! without them each namespace test prints `SKIPPED: <reason>` on stderr and
-//! returns (set `CHAT_NETFAULTS_REQUIRED=1` to make that a failure instead).
+//! namespaces (see `netns.rs` in the support crate); loss and cuts are
+//! nftables rules inside them. This needs root, `ip` (iproute2) and `nft`
+//! (nftables): without them each namespace test prints `SKIPPED: <reason>`
+//! on stderr and returns (set `CHAT_NETFAULTS_REQUIRED=1` to make that a
+//! failure instead).
 //! `.ci/run` installs both packages; CI runs as root.
 //!
 //! Run just these: `cargo test --test netfaults` (as root).
 
-mod netns;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use netns::NetPair;
 use serde_json::Value;
+use support::netns::NetPair;
 use support::*;
 
 both_transports!(

@@ -1,5 +1,7 @@
 //! Starting `chat` clients: pinned to a fingerprint ([`start_client`]) or
-//! trusting as asked ([`ClientBuilder`]).
+//! trusting as asked ([`ClientBuilder`]); over one transport, or (without
+//! `--transport`) over whichever the client's race picks
+//! ([`ClientBuilder::auto`]).
 
 use std::path::{Path, PathBuf};
 
@@ -50,10 +52,11 @@ pub fn start_client_with(
 }
 
 /// A client that, unlike [`start_client`], pins nothing unless asked:
-/// `chat --mode client --transport T --addr ADDR --home HOME [--json] <args>`.
+/// `chat --mode client [--transport T] --addr ADDR --home HOME [--json] <args>`.
 /// Without [`ClientBuilder::home`] the client gets a fresh home of its own.
 pub struct ClientBuilder {
-    t: TransportKind,
+    /// `None`: no `--transport` (the default, auto: QUIC, then TCP too).
+    t: Option<TransportKind>,
     addr: String,
     home: Option<PathBuf>,
     args: Vec<String>,
@@ -62,6 +65,16 @@ pub struct ClientBuilder {
 
 impl ClientBuilder {
     pub fn new(t: TransportKind, addr: &str) -> ClientBuilder {
+        ClientBuilder::with(Some(t), addr)
+    }
+
+    /// A client started without `--transport`: the default, auto (QUIC
+    /// first, TLS over TCP too if QUIC does not answer quickly).
+    pub fn auto(addr: &str) -> ClientBuilder {
+        ClientBuilder::with(None, addr)
+    }
+
+    fn with(t: Option<TransportKind>, addr: &str) -> ClientBuilder {
         ClientBuilder {
             t,
             addr: addr.to_string(),
@@ -107,19 +120,16 @@ impl ClientBuilder {
 
     /// The command line (without the program) for a given home.
     pub fn command_args(&self, home: &Path) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--mode",
-            "client",
-            "--transport",
-            self.t.name(),
-            "--addr",
-            &self.addr,
-            "--home",
-            home.to_str().expect("home path is not UTF-8"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut a: Vec<String> = vec!["--mode".into(), "client".into()];
+        if let Some(t) = self.t {
+            a.extend(["--transport".into(), t.name().into()]);
+        }
+        a.extend([
+            "--addr".into(),
+            self.addr.clone(),
+            "--home".into(),
+            home.to_str().expect("home path is not UTF-8").into(),
+        ]);
         if self.json {
             a.push("--json".to_string());
         }
@@ -128,7 +138,8 @@ impl ClientBuilder {
     }
 
     pub fn spawn(self) -> Peer {
-        let label = format!("client/{}#{}", self.t.name(), next_id());
+        let via = self.t.map_or("auto", TransportKind::name);
+        let label = format!("client/{via}#{}", next_id());
         match &self.home {
             Some(home) => Launch::new(label, &[]).args(&self.command_args(home)),
             None => {

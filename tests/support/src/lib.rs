@@ -11,6 +11,7 @@ mod client;
 mod conversation;
 mod data;
 mod homes;
+pub mod netns;
 mod peer;
 mod process;
 pub mod pty;

@@ -1,4 +1,6 @@
-//! Network namespaces for the network-fault tests (the `netfaults` suite).
+//! Network namespaces for the tests that need a network of their own: the
+//! `netfaults` suite (loss, cuts) and the `reach` suite (UDP blocked on the
+//! way to the server).
 //!
 //! [`NetPair`] makes two fresh network namespaces `chat-<pid>-<n>-a` and
 //! `…-b`, joined by a veth pair with private addresses that exist only
@@ -16,10 +18,12 @@
 //!   not applied twice to one packet);
 //! * [`NetPair::cut`] drops every packet either namespace receives: nothing
 //!   gets through either way;
-//! * [`NetPair::restore`] removes every rule.
+//! * [`NetPair::restore`] removes every rule;
+//! * [`NetPair::set_rules`] puts any rules of the test's own on one side
+//!   (say, drop or reject UDP to the server's port).
 //!
 //! Processes are started inside a namespace by [`NetPair::spawn`], a thin
-//! wrapper around [`Peer::spawn`] from `support`: a short-lived thread joins
+//! wrapper around [`Peer::spawn`]: a short-lived thread joins
 //! the namespace (`setns(2)`, what `ip netns exec` does) and spawns the
 //! `chat` binary from there, so the child lives in the namespace while the
 //! `Peer` plumbing (JSON events, diagnostics, kill on drop) is the shared one.
@@ -34,8 +38,6 @@
 //! returns `None`; the test then returns. Set `CHAT_NETFAULTS_REQUIRED=1` to
 //! turn such a skip into a failure.
 
-#![allow(dead_code)]
-
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -44,10 +46,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
-use support::{
-    ChatProcess, Launch, Peer, TempDir, TransportKind, await_connected, await_listening,
-    server_args,
-};
+use crate::conversation::await_connected;
+use crate::peer::{Launch, Peer};
+use crate::process::ChatProcess;
+use crate::server::{await_listening, check_listening_auto, default_server_args, server_args};
+use crate::temp::TempDir;
+use crate::{TIMEOUT, TransportKind};
 
 /// Which end of a [`NetPair`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,6 +295,20 @@ impl NetPair {
         self.set_loss(0);
     }
 
+    /// Replaces the rules of one side's input chain with `rules` (nft rule
+    /// statements for `add rule inet chaos in …`, applied as one
+    /// transaction); none removes them all.
+    pub fn set_rules(&self, side: Side, rules: &[&str]) {
+        let mut script = String::from("flush chain inet chaos in");
+        for rule in rules {
+            script += &format!("; add rule inet chaos in {rule}");
+        }
+        let ns = self.ns(side);
+        if let Err(e) = self.nft(ns, &script) {
+            panic!("nft in {ns}: {e}");
+        }
+    }
+
     /// How many packets the current rules of both namespaces have dropped
     /// (counters start at 0 with each [`NetPair::set_loss`] / [`NetPair::cut`]).
     pub fn dropped(&self) -> u64 {
@@ -359,6 +377,35 @@ impl NetPair {
         (server, addr, fp)
     }
 
+    /// `chat --mode server --bind <A's address> --port 0 --home <fresh>
+    /// --json <extra>` in namespace A, without `--transport` (so on QUIC and
+    /// TCP at once, the default), waiting for `listening`. Returns (server,
+    /// addr, fingerprint).
+    pub fn start_default_server(&self, extra: &[&str]) -> (Peer, String, String) {
+        let home = TempDir::new("server-home");
+        let launch = Launch::new(format!("server/auto@{}", self.ns_a), &[])
+            .args(&default_server_args(&self.addr_a, home.path(), 0))
+            .args(extra)
+            .home(home);
+        let mut server = self.spawn(Side::A, launch);
+        let ev = server.wait_event("listening", TIMEOUT);
+        let (addr, fp) = check_listening_auto(&mut server, &ev);
+        if !addr.starts_with(&format!("{}:", self.addr_a)) {
+            server.fail(&format!(
+                "server should listen on {} (its --bind): {addr}",
+                self.addr_a
+            ));
+        }
+        (server, addr, fp)
+    }
+
+    /// `chat --mode client --addr ADDR --fingerprint FP --home <fresh> --json
+    /// <extra>` in namespace B, without `--transport` (the default, auto).
+    /// Does not wait for anything.
+    pub fn start_default_client(&self, addr: &str, fingerprint: &str, extra: &[&str]) -> Peer {
+        self.start_client_via(None, addr, fingerprint, extra)
+    }
+
     /// `chat --mode client --transport T --addr ADDR --fingerprint FP --home
     /// <fresh> --json <extra>` in namespace B. Does not wait for anything.
     pub fn start_client(
@@ -368,27 +415,40 @@ impl NetPair {
         fingerprint: &str,
         extra: &[&str],
     ) -> Peer {
+        self.start_client_via(Some(t), addr, fingerprint, extra)
+    }
+
+    /// A client in namespace B over `t`, or without `--transport` (`None`).
+    fn start_client_via(
+        &self,
+        t: Option<TransportKind>,
+        addr: &str,
+        fingerprint: &str,
+        extra: &[&str],
+    ) -> Peer {
         let home = TempDir::new("client-home");
+        let via = t.map_or("auto", TransportKind::name);
+        let mut args = vec!["--mode", "client"];
+        if let Some(t) = t {
+            args.extend(["--transport", t.name()]);
+        }
+        let home_s = home.path_str();
+        args.extend([
+            "--addr",
+            addr,
+            "--fingerprint",
+            fingerprint,
+            "--home",
+            &home_s,
+            "--json",
+        ]);
         let launch = Launch::new(
             format!(
-                "client/{}@{}#{}",
-                t.name(),
+                "client/{via}@{}#{}",
                 self.ns_b,
                 CLIENTS.fetch_add(1, Ordering::SeqCst)
             ),
-            &[
-                "--mode",
-                "client",
-                "--transport",
-                t.name(),
-                "--addr",
-                addr,
-                "--fingerprint",
-                fingerprint,
-                "--home",
-                &home.path_str(),
-                "--json",
-            ],
+            &args,
         )
         .args(extra)
         .home(home);

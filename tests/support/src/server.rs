@@ -1,4 +1,6 @@
-//! Starting `chat` servers on loopback and checking that they listen.
+//! Starting `chat` servers on loopback and checking that they listen: on
+//! one transport (`--transport T`), or, without `--transport`, on both at
+//! once on one port (the default, auto).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -118,6 +120,42 @@ pub fn start_server_in(
     }
 }
 
+/// Arguments of a server started without `--transport` (the default,
+/// auto: QUIC and TCP on one port), on `bind`, with its home at `home`,
+/// on `port` (0 picks a free one).
+pub fn default_server_args(bind: &str, home: &Path, port: u16) -> Vec<String> {
+    [
+        "--mode",
+        "server",
+        "--bind",
+        bind,
+        "--port",
+        &port.to_string(),
+        "--home",
+        home.to_str().expect("home path is not UTF-8"),
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `chat --mode server --bind 127.0.0.1 --port 0 --home <fresh> --json <extra>`
+/// without `--transport`, so on QUIC and TCP at once (the default); waits
+/// for `listening` and checks that it names both. Returns (server, addr,
+/// fingerprint).
+pub fn start_default_server(extra: &[&str]) -> (Peer, String, String) {
+    let home = TempDir::new("server-home");
+    let mut server = Launch::new(format!("server/auto#{}", next_id()), &[])
+        .args(&default_server_args("127.0.0.1", home.path(), 0))
+        .args(extra)
+        .home(home)
+        .spawn();
+    let ev = server.wait_event("listening", TIMEOUT);
+    let (addr, fp) = check_listening_auto(&mut server, &ev);
+    (server, addr, fp)
+}
+
 /// Wait for a server's `listening` event and check its fields; returns
 /// (addr, fingerprint).
 pub fn await_listening(server: &mut Peer, t: TransportKind) -> (String, String) {
@@ -125,15 +163,38 @@ pub fn await_listening(server: &mut Peer, t: TransportKind) -> (String, String) 
     check_listening(server, t, &ev)
 }
 
-/// Check the fields of a `listening` event; returns (addr, fingerprint).
+/// Check the fields of a `listening` event of a server on transport `t`;
+/// returns (addr, fingerprint).
 pub fn check_listening(server: &mut Peer, t: TransportKind, ev: &Value) -> (String, String) {
-    let transport = ev["transport"].as_str().unwrap_or_default().to_string();
+    check_listening_as(server, t.name(), &[t.name()], ev)
+}
+
+/// Check the fields of a `listening` event of a server started without
+/// `--transport`: `"transport": "auto"`, `"transports": ["quic", "tcp"]`;
+/// returns (addr, fingerprint).
+pub fn check_listening_auto(server: &mut Peer, ev: &Value) -> (String, String) {
+    check_listening_as(server, "auto", &["quic", "tcp"], ev)
+}
+
+fn check_listening_as(
+    server: &mut Peer,
+    transport: &str,
+    transports: &[&str],
+    ev: &Value,
+) -> (String, String) {
     let addr = ev["addr"].as_str().unwrap_or_default().to_string();
     let fp = ev["fingerprint"].as_str().unwrap_or_default().to_string();
-    if transport != t.name() {
+    if ev["transport"].as_str() != Some(transport) {
         server.fail(&format!(
-            "listening.transport should be {:?}: {ev}",
-            t.name()
+            "listening.transport should be {transport:?}: {ev}"
+        ));
+    }
+    let listed: Option<Vec<&str>> = ev["transports"]
+        .as_array()
+        .and_then(|a| a.iter().map(Value::as_str).collect());
+    if listed.as_deref() != Some(transports) {
+        server.fail(&format!(
+            "listening.transports should be {transports:?}: {ev}"
         ));
     }
     match addr.parse::<SocketAddr>() {
