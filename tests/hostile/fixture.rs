@@ -19,7 +19,7 @@ use support::{
 };
 use tokio::runtime::Runtime;
 
-use crate::peer::{HostileQuic, HostileTcp, NO_ERROR, PROTOCOL_ERROR};
+use crate::peer::{ALPN_V2, HostileQuic, HostileTcp, NO_ERROR, PROTOCOL_ERROR};
 
 /// A real `chat` server under attack; see the module docs.
 pub struct Hostile {
@@ -165,6 +165,59 @@ impl Hostile {
         h
     }
 
+    // ----- chat/2 peers ------------------------------------------------------
+
+    /// A hostile chat/2 TCP peer whose handshake is done and which has sent
+    /// nothing: not a client yet (docs/protocol.md §12.3).
+    pub fn tcp_peer_v2(&mut self) -> HostileTcp {
+        self.block_on(HostileTcp::connect_as(&self.addr, ALPN_V2))
+    }
+
+    /// A hostile chat/2 QUIC peer whose handshake is done and which has
+    /// opened no stream: not a client yet.
+    pub fn quic_peer_v2(&mut self) -> HostileQuic {
+        self.block_on(HostileQuic::connect_as(&self.addr, ALPN_V2))
+    }
+
+    /// How many clients the server has shown so far: its `connected`,
+    /// `refused` and `disconnected` events.
+    pub fn shown(&mut self) -> [usize; 3] {
+        self.server.poll();
+        ["connected", "refused", "disconnected"].map(|n| self.server.events_named(n).len())
+    }
+
+    /// After a while to take effect, the server still shows `before` (see
+    /// [`Hostile::shown`]): nothing of a peer that never said HELLO.
+    pub fn assert_nothing_more_shown(&mut self, before: [usize; 3], what: &str) {
+        self.server.settle(Duration::from_millis(300));
+        let now = self.shown();
+        if now != before {
+            self.server.fail(&format!(
+                "{what}: a connection that never said HELLO is no client; the server's \
+                 (connected, refused, disconnected) went from {before:?} to {now:?}"
+            ));
+        }
+    }
+
+    /// chat/2: `h` broke the rules before its HELLO. It gets a close with
+    /// PROTOCOL_ERROR whose reason mentions each of `all`; the server logs
+    /// a protocol error naming the peer, and shows nothing of it (it was
+    /// never a client). Returns the close reason.
+    pub fn expect_unshown_protocol_error(&mut self, mut h: impl Intruder, all: &[&str]) -> String {
+        let before = self.shown();
+        let reason = h.expect_protocol_close(&self.rt, &[]);
+        for word in all {
+            assert!(
+                mentions_any(&reason, &[word]),
+                "the close reason should mention {word:?}: {reason:?}"
+            );
+        }
+        let line = self.wait_log_line(h.local(), "protocol error", &all[..1]);
+        eprintln!("close reason {reason:?}; log: {line}");
+        self.assert_nothing_more_shown(before, &format!("after {reason:?}"));
+        reason
+    }
+
     /// Waits for the server's `connected` event for the peer at `peer`.
     pub fn wait_connected_from(&mut self, peer: &str) -> Value {
         let p = peer.to_string();
@@ -270,6 +323,10 @@ impl Hostile {
         }
     }
 }
+
+/// The idle timeout a server started without `--idle-timeout` announces in
+/// its WELCOME, in milliseconds.
+pub const SERVER_IDLE_MS: u64 = 10_000;
 
 /// A small multi-threaded runtime for one test.
 fn runtime() -> Runtime {

@@ -1,13 +1,17 @@
 //! Hostile input: hand-written peers send the real server what no honest
-//! chat/1 peer would (garbage instead of TLS, wrong ALPN, oversized frames,
-//! duplicate ids, stray control streams, floods, silence). In every case the
+//! chat/1 or chat/2 peer would (garbage instead of TLS, wrong ALPN, oversized
+//! frames, duplicate ids, stray control streams, floods, silence, frames
+//! before chat/2's HELLO or a second one). In every case the
 //! server must survive, say in its log who did what, close with
 //! PROTOCOL_ERROR (code 2) and a reason where the protocol asks for it, leave
 //! any open chat alone, and chat normally with the next client.
 //!
-//! Each test (`tcp.rs`, `quic.rs`) sets up a [`Hostile`] server
-//! (`fixture.rs`), lets hand-written peers (`peer.rs`) at it, and ends with
-//! [`Hostile::assert_server_still_serves`].
+//! Each test (`tcp.rs`, `quic.rs`; the chat/2 cases are named `chat2_…`)
+//! sets up a [`Hostile`] server (`fixture.rs`), lets hand-written peers
+//! (`peer.rs`) at it, and ends with [`Hostile::assert_server_still_serves`].
+//! A chat/2 connection is a client only once it has said HELLO
+//! (docs/protocol.md §12.3): one that breaks the rules before that is closed
+//! with PROTOCOL_ERROR and logged, but never shown.
 
 mod fixture;
 mod peer;

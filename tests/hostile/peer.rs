@@ -1,6 +1,7 @@
-//! Hostile peers for the `hostile` suite: hand-written chat/1 peers (on tokio,
-//! quinn and tokio-rustls) that break the protocol on purpose. What the
-//! server answers them is checked here; what it reports and logs, in
+//! Hostile peers for the `hostile` suite: hand-written chat/1 and chat/2
+//! peers (on tokio, quinn and tokio-rustls) that break the protocol on
+//! purpose. Each offers exactly one ALPN, so the server has no choice. What
+//! the server answers them is checked here; what it reports and logs, in
 //! [`crate::fixture`].
 
 use std::collections::BTreeSet;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chat::protocol::codec::{Frame, FrameDecoder, put_varint};
+use chat::protocol::codec::{Frame, FrameDecoder, TOKEN_LEN, Token, Version, put_varint};
 use chat::trust::tls::{FingerprintVerifier, ServerTrust, client_config};
 use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -22,6 +23,17 @@ use support::TIMEOUT;
 
 /// The chat/1 ALPN.
 pub const ALPN: &[u8] = b"chat/1";
+/// The chat/2 ALPN (docs/protocol.md §12).
+pub const ALPN_V2: &[u8] = b"chat/2";
+
+/// The protocol an ALPN names.
+fn version_of(alpn: &[u8]) -> Version {
+    if alpn == ALPN_V2 {
+        Version::V2
+    } else {
+        Version::V1
+    }
+}
 
 /// Close and stream error codes the tests look for.
 pub const NO_ERROR: u64 = 0;
@@ -83,6 +95,61 @@ pub fn data(id: u64, body: &[u8]) -> Vec<u8> {
     })
 }
 
+/// A chat/2 HELLO: our idle timeout, and a session token or none.
+pub fn hello(idle_timeout_ms: u64, token: Option<[u8; TOKEN_LEN]>) -> Vec<u8> {
+    frame(&Frame::Hello {
+        idle_timeout_ms,
+        token: token.map(Token),
+    })
+}
+
+/// What a server's WELCOME said (docs/protocol.md §12.2).
+#[derive(Debug)]
+pub struct Welcome {
+    pub token: [u8; TOKEN_LEN],
+    pub resume_window_ms: u64,
+    pub resumed: bool,
+    pub idle_timeout_ms: u64,
+}
+
+impl Welcome {
+    fn of(f: Frame) -> Option<Welcome> {
+        match f {
+            Frame::Welcome {
+                token,
+                resume_window_ms,
+                resumed,
+                idle_timeout_ms,
+            } => Some(Welcome {
+                token: token.0,
+                resume_window_ms,
+                resumed,
+                idle_timeout_ms,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The shape this server's WELCOME has: a token (not all zeros, not
+    /// `ours`), no resumption (window 0, not resumed), and the server's idle
+    /// timeout, `idle_ms`.
+    pub fn check(&self, idle_ms: u64, ours: Option<[u8; TOKEN_LEN]>) {
+        assert!(
+            self.token != [0; TOKEN_LEN] && Some(self.token) != ours,
+            "WELCOME should carry a fresh random token"
+        );
+        assert_eq!(
+            (self.resume_window_ms, self.resumed),
+            (0, false),
+            "chats are not resumed yet: {self:?}"
+        );
+        assert_eq!(
+            self.idle_timeout_ms, idle_ms,
+            "WELCOME should carry the server's idle timeout: {self:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // TCP
 // ---------------------------------------------------------------------------
@@ -105,11 +172,14 @@ pub enum Got {
     Garbage(String),
 }
 
-/// A chat/1 client over TLS over TCP that says whatever the test wants.
+/// A chat/1 or chat/2 client over TLS over TCP that says whatever the test
+/// wants.
 pub struct HostileTcp {
     pub stream: TlsStream<TcpStream>,
     /// Our address as the server sees it.
     pub local: String,
+    /// The protocol the handshake chose: how the server's frames read.
+    pub version: Version,
     buf: BytesMut,
     /// Every frame received so far (for failure messages).
     pub seen: Vec<String>,
@@ -139,12 +209,25 @@ pub async fn tcp_connect_tls(
 impl HostileTcp {
     /// Connects with ALPN `chat/1`; panics if the handshake fails.
     pub async fn connect(addr: &str) -> HostileTcp {
-        let (stream, local) = tcp_connect_tls(addr, &[ALPN])
+        HostileTcp::connect_as(addr, ALPN).await
+    }
+
+    /// Connects offering only `alpn` (`chat/1` or `chat/2`); panics if the
+    /// handshake fails or chooses anything else.
+    pub async fn connect_as(addr: &str, alpn: &[u8]) -> HostileTcp {
+        let (stream, local) = tcp_connect_tls(addr, &[alpn])
             .await
             .unwrap_or_else(|e| panic!("hostile TCP peer: {e}"));
+        let chosen = stream.get_ref().1.alpn_protocol();
+        assert_eq!(
+            chosen,
+            Some(alpn),
+            "[hostile tcp {local}] the server should agree to the only ALPN offered"
+        );
         HostileTcp {
             stream,
             local,
+            version: version_of(alpn),
             buf: BytesMut::new(),
             seen: Vec::new(),
         }
@@ -178,7 +261,7 @@ impl HostileTcp {
     pub async fn next(&mut self, timeout: Duration) -> Got {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match FrameDecoder.decode(&mut self.buf) {
+            match FrameDecoder.decode_as(self.version, &mut self.buf) {
                 Ok(Some(f)) => {
                     self.seen.push(format!("{f:?}"));
                     return Got::Frame(f);
@@ -192,6 +275,23 @@ impl HostileTcp {
                 Ok(Ok(0)) => return Got::Eof,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Got::Error(e.to_string()),
+            }
+        }
+    }
+
+    /// chat/2: waits for the server's WELCOME, which must be its first
+    /// frame (PINGs aside, which may come before it, docs/protocol.md §12.3).
+    pub async fn expect_welcome(&mut self) -> Welcome {
+        loop {
+            match self.next(TIMEOUT).await {
+                Got::Frame(Frame::Ping) => {}
+                Got::Frame(f @ Frame::Welcome { .. }) => {
+                    return Welcome::of(f).expect("a WELCOME");
+                }
+                other => panic!(
+                    "[hostile tcp {}] expected WELCOME first, got {other:?}; frames seen: {:?}",
+                    self.local, self.seen
+                ),
             }
         }
     }
@@ -320,7 +420,7 @@ pub enum FromServer {
     Odd(String),
 }
 
-/// A chat/1 client over QUIC that does whatever the test wants.
+/// A chat/1 or chat/2 client over QUIC that does whatever the test wants.
 pub struct HostileQuic {
     pub endpoint: quinn::Endpoint,
     pub conn: quinn::Connection,
@@ -374,13 +474,21 @@ pub async fn quic_connect(
 /// Reads the server's unidirectional streams: its control stream's frames
 /// go to `tx`; message streams (the server sends none in these tests) are
 /// drained.
-async fn read_server_streams(conn: quinn::Connection, tx: mpsc::UnboundedSender<FromServer>) {
+async fn read_server_streams(
+    conn: quinn::Connection,
+    version: Version,
+    tx: mpsc::UnboundedSender<FromServer>,
+) {
     while let Ok(stream) = conn.accept_uni().await {
-        tokio::spawn(read_server_stream(stream, tx.clone()));
+        tokio::spawn(read_server_stream(stream, version, tx.clone()));
     }
 }
 
-async fn read_server_stream(mut stream: RecvStream, tx: mpsc::UnboundedSender<FromServer>) {
+async fn read_server_stream(
+    mut stream: RecvStream,
+    version: Version,
+    tx: mpsc::UnboundedSender<FromServer>,
+) {
     let mut buf = BytesMut::new();
     let mut ty = None;
     loop {
@@ -396,7 +504,7 @@ async fn read_server_stream(mut stream: RecvStream, tx: mpsc::UnboundedSender<Fr
         }
         if ty == Some(0) {
             loop {
-                match FrameDecoder.decode(&mut buf) {
+                match FrameDecoder.decode_as(version, &mut buf) {
                     Ok(Some(f)) => {
                         let _ = tx.send(FromServer::Control(f));
                     }
@@ -431,13 +539,29 @@ impl HostileQuic {
     /// Connects with ALPN `chat/1` (panics if that fails) and starts reading
     /// the server's streams. Opens no stream of its own.
     pub async fn connect(addr: &str) -> HostileQuic {
+        HostileQuic::connect_as(addr, ALPN).await
+    }
+
+    /// Connects offering only `alpn` (`chat/1` or `chat/2`; panics if the
+    /// handshake fails or chooses anything else) and starts reading the
+    /// server's streams. Opens no stream of its own.
+    pub async fn connect_as(addr: &str, alpn: &[u8]) -> HostileQuic {
         let endpoint = quic_endpoint();
         let local = endpoint.local_addr().expect("local address").to_string();
-        let conn = quic_connect(&endpoint, addr, &[ALPN])
+        let conn = quic_connect(&endpoint, addr, &[alpn])
             .await
             .unwrap_or_else(|e| panic!("hostile QUIC peer {local}: {e}"));
+        let chosen = conn
+            .handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.protocol);
+        assert_eq!(
+            chosen.as_deref(),
+            Some(alpn),
+            "[hostile quic {local}] the server should agree to the only ALPN offered"
+        );
         let (tx, from_server) = mpsc::unbounded_channel();
-        tokio::spawn(read_server_streams(conn.clone(), tx));
+        tokio::spawn(read_server_streams(conn.clone(), version_of(alpn), tx));
         HostileQuic {
             endpoint,
             conn,
@@ -473,6 +597,42 @@ impl HostileQuic {
     /// Opens a control stream (type 0x00) and returns it.
     pub async fn open_control(&self) -> SendStream {
         self.open_uni_with(&varint(0)).await
+    }
+
+    /// Opens our control stream with `first` as its first bytes (chat/2:
+    /// a HELLO, or whatever the test sends instead), and keeps it.
+    pub async fn open_control_with(&mut self, first: &[u8]) {
+        let mut head = varint(0);
+        head.extend_from_slice(first);
+        self.control = Some(self.open_uni_with(&head).await);
+    }
+
+    /// The next thing from the server (`None`: its streams ended, or
+    /// nothing came within `timeout`).
+    pub async fn next_from_server(&mut self, timeout: Duration) -> Option<FromServer> {
+        tokio::time::timeout(timeout, self.from_server.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// chat/2: waits for the server's WELCOME, which must be the first
+    /// frame on its control stream (PINGs aside).
+    pub async fn expect_welcome(&mut self) -> Welcome {
+        loop {
+            match self.next_from_server(TIMEOUT).await {
+                Some(FromServer::Control(Frame::Ping)) => {}
+                Some(FromServer::Control(f @ Frame::Welcome { .. })) => {
+                    self.seen.push(format!("{f:?}"));
+                    return Welcome::of(f).expect("a WELCOME");
+                }
+                other => panic!(
+                    "[hostile quic {}] expected WELCOME first, got {other:?}; connection: {:?}",
+                    self.local,
+                    self.conn.close_reason()
+                ),
+            }
+        }
     }
 
     /// Writes raw bytes on our control stream.
