@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::protocol::codec::{TOKEN_LEN, Token, Version};
@@ -42,8 +43,10 @@ use crate::ui::{Quit, UserIo};
 /// How long a chat/2 connection has to send HELLO (docs/protocol.md §12.3).
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
-/// chat/2 connections waiting for their HELLO at once; more are closed at
-/// once (each holds a connection and a task for up to [`HELLO_DEADLINE`]).
+/// chat/2 connections waiting for their HELLO at once (each holds a
+/// connection and a task for up to [`HELLO_DEADLINE`]). A new one beyond
+/// it pushes out the one that has waited longest: a stranger who opens
+/// silent connections without end only ever holds up his own.
 const MAX_AWAITING_HELLO: usize = 64;
 
 /// How the server treats its clients.
@@ -174,7 +177,11 @@ async fn doorman(
     mut stop: oneshot::Receiver<()>,
 ) -> Listener {
     let (greeted_tx, mut greeted) = mpsc::channel(MAX_AWAITING_HELLO);
-    let awaiting = Arc::new(Semaphore::new(MAX_AWAITING_HELLO));
+    // Oldest first.
+    let mut awaiting: std::collections::VecDeque<AbortHandle> = Default::default();
+    // Said once per wave, not once per connection: a flood must not flood
+    // the log too.
+    let mut saturated = false;
     loop {
         tokio::select! {
             _ = &mut stop => return listener,
@@ -195,19 +202,24 @@ async fn doorman(
                     }
                     continue;
                 }
-                match awaiting.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let (limits, tx) = (d.limits.clone(), greeted_tx.clone());
-                        tokio::spawn(async move {
-                            let _permit = permit;
-                            await_hello(conn, label, limits, tx).await;
-                        });
+                awaiting.retain(|task| !task.is_finished());
+                if awaiting.len() >= MAX_AWAITING_HELLO
+                    && let Some(oldest) = awaiting.pop_front()
+                {
+                    if !saturated {
+                        warn!(
+                            "{MAX_AWAITING_HELLO} connections wait for HELLO; dropping the \
+                             longest-waiting ones to make room"
+                        );
+                        saturated = true;
                     }
-                    Err(_) => {
-                        warn!(peer = %conn.peer().addr, "too many connections waiting for HELLO; closing one");
-                        tokio::spawn(conn.refuse(close_code::BUSY, "the server is busy"));
-                    }
+                    oldest.abort();
+                } else if awaiting.len() < MAX_AWAITING_HELLO / 2 {
+                    saturated = false;
                 }
+                let (limits, tx) = (d.limits.clone(), greeted_tx.clone());
+                let task = tokio::spawn(await_hello(conn, label, limits, tx));
+                awaiting.push_back(task.abort_handle());
             }
             Some(g) = greeted.recv() => {
                 let Greeted { mut link, peer, label, idle_timeout_ms } = g;
@@ -305,7 +317,14 @@ async fn await_hello(
     greeted: mpsc::Sender<Greeted>,
 ) {
     let peer = conn.peer().clone();
-    let mut link = conn.start(limits).await;
+    // Until HELLO the deadline for it decides, not the idle timer: a peer
+    // silent from the start is told why it is dropped (the agreed idle
+    // timeout applies from WELCOME on).
+    let mut before_hello = limits;
+    before_hello.idle_timeout = before_hello
+        .idle_timeout
+        .max(HELLO_DEADLINE + Duration::from_secs(1));
+    let mut link = conn.start(before_hello).await;
     match tokio::time::timeout(HELLO_DEADLINE, link.next_event()).await {
         Ok(Event::Hello {
             idle_timeout_ms, ..

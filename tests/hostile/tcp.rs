@@ -525,9 +525,6 @@ fn chat2_frames_before_hello_are_protocol_errors() {
 /// closed with PROTOCOL_ERROR once the 10 s the server waits for HELLO have
 /// passed (not before), and is never shown as a client. Takes about 10 s.
 #[test]
-#[ignore = "bug: over TCP the idle timer (10 s by default) drops a silent chat/2 peer \
-            as a lost connection (no CLOSE, no close_notify, a debug log only) before \
-            the 10 s HELLO deadline can close it with PROTOCOL_ERROR"]
 fn chat2_no_hello_is_closed_after_10_s() {
     no_hello_is_closed_after_10_s(&[]);
 }
@@ -675,9 +672,6 @@ fn chat2_busy_is_decided_on_hello() {
 /// ([`hundreds_of_idle_connections_do_not_lock_out_a_client`];
 /// protocol.md §14.13: "a stalled client never holds up other clients").
 #[test]
-#[ignore = "bug: once 64 chat/2 connections wait for HELLO the server closes every new \
-            one with BUSY (no chat open, no `refused` shown), locking real clients out \
-            for as long as the silent ones are kept up"]
 fn chat2_silent_connections_do_not_lock_out_a_client() {
     let mut case = Hostile::tcp();
     let addr = case.addr.clone();
