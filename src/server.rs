@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::protocol::codec::{TOKEN_LEN, Token, Version};
@@ -84,10 +83,11 @@ pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdow
             () = shutdown.wait() => break,
             Some(client) = admitted.recv() => {
                 let quit = serve(client, &mut io, &mut shutdown).await;
-                busy.store(false, Ordering::Release);
                 if quit || shutdown.is_triggered() {
+                    // Still busy: no one is admitted to a server going away.
                     break;
                 }
+                busy.store(false, Ordering::Release);
                 io.out.info("waiting for a client…");
             }
             input = io.input.recv(), if io.input_open => match input {
@@ -106,13 +106,11 @@ pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdow
     io.out.finish();
 }
 
-/// A client the doorman admitted: its connection is started, and on
-/// chat/2 WELCOME is on its way.
+/// A client the doorman admitted (and showed as `connected`): its
+/// connection is started, and on chat/2 WELCOME is on its way.
 struct Admitted {
     link: Link,
     peer: PeerInfo,
-    /// The allow list's name for it.
-    label: Option<String>,
     /// The idle timeout agreed with it.
     idle_timeout: Duration,
 }
@@ -123,17 +121,8 @@ async fn serve(client: Admitted, io: &mut UserIo, shutdown: &mut Quit) -> bool {
     let Admitted {
         mut link,
         peer,
-        label,
         idle_timeout,
     } = client;
-    info!(peer = %peer.addr, "client connected");
-    io.out.show_now(Shown::Connected {
-        transport: peer.transport,
-        peer: peer.addr,
-        fingerprint: peer.fingerprint,
-        label,
-        fallback: None,
-    });
     let mut session = Session::new(Role::Server, idle_timeout);
     let outcome = session.run(&mut link, io, shutdown).await;
     // The last bytes of this connection (a CLOSE, the linger) finish in
@@ -177,16 +166,18 @@ async fn doorman(
     mut stop: oneshot::Receiver<()>,
 ) -> Listener {
     let (greeted_tx, mut greeted) = mpsc::channel(MAX_AWAITING_HELLO);
-    // Oldest first.
-    let mut awaiting: std::collections::VecDeque<AbortHandle> = Default::default();
+    // Connections waiting for HELLO, oldest first: each one's task ends
+    // when told to (`()`: make room) or when its sender goes (the server
+    // stops).
+    let mut awaiting: std::collections::VecDeque<oneshot::Sender<()>> = Default::default();
     // Said once per wave, not once per connection: a flood must not flood
     // the log too.
     let mut saturated = false;
     loop {
         tokio::select! {
-            _ = &mut stop => return listener,
+            _ = &mut stop => break,
             conn = listener.accept() => {
-                let Some(conn) = conn else { return listener };
+                let Some(conn) = conn else { break };
                 let Some((conn, label)) = d.check_allowed(conn) else { continue };
                 if conn.peer().version == Version::V1 {
                     // A chat/1 connection is a client from its handshake on.
@@ -197,12 +188,12 @@ async fn doorman(
                     }
                     let link = conn.start(d.limits.clone()).await;
                     let idle_timeout = d.limits.idle_timeout;
-                    if !d.admit(Admitted { link, peer, label, idle_timeout }).await {
-                        return listener;
+                    if !d.admit(link, peer, label, idle_timeout).await {
+                        break;
                     }
                     continue;
                 }
-                awaiting.retain(|task| !task.is_finished());
+                awaiting.retain(|task| !task.is_closed());
                 if awaiting.len() >= MAX_AWAITING_HELLO
                     && let Some(oldest) = awaiting.pop_front()
                 {
@@ -213,13 +204,14 @@ async fn doorman(
                         );
                         saturated = true;
                     }
-                    oldest.abort();
+                let _ = oldest.send(());
                 } else if awaiting.len() < MAX_AWAITING_HELLO / 2 {
                     saturated = false;
                 }
                 let (limits, tx) = (d.limits.clone(), greeted_tx.clone());
-                let task = tokio::spawn(await_hello(conn, label, limits, tx));
-                awaiting.push_back(task.abort_handle());
+                let (evict, evicted) = oneshot::channel();
+                tokio::spawn(await_hello(conn, label, limits, tx, evicted));
+                awaiting.push_back(evict);
             }
             Some(g) = greeted.recv() => {
                 let Greeted { mut link, peer, label, idle_timeout_ms } = g;
@@ -237,12 +229,18 @@ async fn doorman(
                     idle_timeout_ms: millis(d.limits.idle_timeout),
                 });
                 link.flush();
-                if !d.admit(Admitted { link, peer, label, idle_timeout }).await {
-                    return listener;
+                if !d.admit(link, peer, label, idle_timeout).await {
+                    break;
                 }
             }
         }
     }
+    // Connections still waiting for HELLO are told the server is going
+    // away (their senders drop with `awaiting`); what the doorman could
+    // not show yet is counted.
+    drop(awaiting);
+    d.out.finish();
+    listener
 }
 
 /// A connection to turn away, in whatever state it is.
@@ -300,8 +298,30 @@ impl Doorman {
         true
     }
 
-    /// Hands an admitted client to the server loop; false once it is gone.
-    async fn admit(&mut self, client: Admitted) -> bool {
+    /// Shows the client as connected and hands it to the server loop;
+    /// false once that is gone. (Shown here, not by the loop, so that a
+    /// client turned away right after it is shown after it.)
+    async fn admit(
+        &mut self,
+        mut link: Link,
+        peer: PeerInfo,
+        label: Option<String>,
+        idle_timeout: Duration,
+    ) -> bool {
+        link.admitted();
+        info!(peer = %peer.addr, "client connected");
+        self.out.show_now(Shown::Connected {
+            transport: peer.transport,
+            peer: peer.addr,
+            fingerprint: peer.fingerprint,
+            label,
+            fallback: None,
+        });
+        let client = Admitted {
+            link,
+            peer,
+            idle_timeout,
+        };
         self.admit.send(client).await.is_ok()
     }
 }
@@ -315,17 +335,27 @@ async fn await_hello(
     label: Option<String>,
     limits: Limits,
     greeted: mpsc::Sender<Greeted>,
+    mut evicted: oneshot::Receiver<()>,
 ) {
     let peer = conn.peer().clone();
-    // Until HELLO the deadline for it decides, not the idle timer: a peer
-    // silent from the start is told why it is dropped (the agreed idle
-    // timeout applies from WELCOME on).
-    let mut before_hello = limits;
-    before_hello.idle_timeout = before_hello
-        .idle_timeout
-        .max(HELLO_DEADLINE + Duration::from_secs(1));
-    let mut link = conn.start(before_hello).await;
-    match tokio::time::timeout(HELLO_DEADLINE, link.next_event()).await {
+    // Until HELLO the deadline for it decides, not the idle timer (the
+    // transports see to that): a peer silent from the start is told why it
+    // is dropped.
+    let mut link = conn.start(limits).await;
+    let event = tokio::select! {
+        event = tokio::time::timeout(HELLO_DEADLINE, link.next_event()) => event,
+        why = &mut evicted => {
+            let (code, reason) = match why {
+                Ok(()) => (close_code::BUSY, "too many connections are waiting to say HELLO; try again"),
+                Err(_) => (close_code::GOING_AWAY, "the server is shutting down"),
+            };
+            debug!(peer = %peer.addr, "closing a connection waiting for HELLO: {reason}");
+            link.close(code, reason).await;
+            link.finish().await;
+            return;
+        }
+    };
+    match event {
         Ok(Event::Hello {
             idle_timeout_ms, ..
         }) => {
@@ -343,8 +373,8 @@ async fn await_hello(
             debug!(peer = %peer.addr, "connection closed before HELLO: not a client ({})", sanitize_line(&why.describe()));
             link.finish().await;
         }
+        // The transport lets nothing else come first (see `Opening`).
         Ok(_) => {
-            // The transport lets nothing else come first; be safe anyway.
             link.close(close_code::PROTOCOL_ERROR, "HELLO must come first")
                 .await;
             link.finish().await;
@@ -404,17 +434,20 @@ pub async fn bind(
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
         ],
     };
-    let mut last = None;
+    let mut first = None;
     for addr in candidates {
         match Listener::bind(transports, addr, identity, limits).await {
             Ok(l) => return Ok(l),
+            // The port is taken: IPv4 alone would not change that, and the
+            // error says which transport found it taken.
+            Err(e) if e.addr_in_use() => return Err(e.into()),
             Err(e) => {
                 info!("{e}");
-                last = Some(e);
+                first.get_or_insert(e);
             }
         }
     }
-    Err(last.map_or_else(|| anyhow::anyhow!("no address to listen on"), Into::into))
+    Err(first.map_or_else(|| anyhow::anyhow!("no address to listen on"), Into::into))
 }
 
 /// The identity from `--cert`/`--key`, or the one in the home directory

@@ -120,16 +120,21 @@ impl Memory {
             ..Entry::default()
         };
         if quic_unanswered {
-            // Tried QUIC first again after the last period, and it failed
-            // again: the next period is twice as long.
-            entry.backoff = if old.backoff.is_zero() {
-                FIRST_BACKOFF
-            } else if old.together() {
-                old.backoff
+            if old.together() {
+                // Within a period: it is not extended, so that QUIC is
+                // tried first again when it ends (docs/protocol.md §13).
+                entry.together_until = old.together_until;
+                entry.backoff = old.backoff;
             } else {
-                (old.backoff * 2).min(MAX_BACKOFF)
-            };
-            entry.together_until = now() + entry.backoff.as_secs();
+                // QUIC was tried first (again) and did not answer: the
+                // next period is twice as long as the last.
+                entry.backoff = if old.backoff.is_zero() {
+                    FIRST_BACKOFF
+                } else {
+                    (old.backoff * 2).min(MAX_BACKOFF)
+                };
+                entry.together_until = now() + entry.backoff.as_secs();
+            }
         }
         lines.push((key.clone(), entry));
         let skip = lines.len().saturating_sub(MAX_LINES);

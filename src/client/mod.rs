@@ -116,7 +116,11 @@ async fn connect_and_chat(
             return Err(unreachable(args, &failures));
         }
     };
-    if let Some(key) = &key {
+    // Only a race teaches anything about reaching the server: a pinned
+    // transport says nothing about the other one.
+    if let Some(key) = &key
+        && args.transport == TransportChoice::Auto
+    {
         let rounds = match won.peer.transport {
             TransportKind::Quic => 1,
             // TCP's handshake, then TLS 1.3's.
@@ -152,7 +156,7 @@ async fn connect_and_chat(
                     "the trust question took {:?}; connecting again",
                     asked.elapsed()
                 );
-                won.link.abandon().await;
+                won.link.abandon();
                 let fp = won
                     .peer
                     .fingerprint

@@ -16,6 +16,11 @@ use crate::ui::render::sanitize_line;
 /// How long one attempt may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long QUIC attempts still get once every TCP attempt was refused (at
+/// least; 4 × the head start if that is longer): enough for QUIC to resend
+/// a lost first packet (about 1 s) and be answered.
+const QUIC_GRACE: Duration = Duration::from_secs(2);
+
 /// What to try.
 pub(super) struct Plan {
     /// The transports allowed, QUIC first.
@@ -115,6 +120,8 @@ pub(super) async fn race(
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
     let mut started_at: Vec<Instant> = Vec::with_capacity(list.len());
     let mut failures = Vec::new();
+    // Which attempt each task is, for one that panics.
+    let mut ids = std::collections::HashMap::new();
     let mut next = 0;
     let mut next_due = Instant::now();
     // Once every TCP attempt was refused and only QUIC ones are left, they
@@ -126,7 +133,7 @@ pub(super) async fn race(
             let (kind, addr) = list[next];
             let (tls, limits) = (tls.clone(), limits.clone());
             let index = next;
-            tasks.spawn(async move {
+            let handle = tasks.spawn(async move {
                 let t0 = Instant::now();
                 let result = tokio::time::timeout(
                     CONNECT_TIMEOUT,
@@ -140,6 +147,7 @@ pub(super) async fn race(
                 };
                 (index, t0.elapsed(), result)
             });
+            ids.insert(handle.id(), index);
             started(kind, addr);
             started_at.push(now);
             next += 1;
@@ -165,7 +173,12 @@ pub(super) async fn race(
                 let (index, took, result) = match joined {
                     Ok(outcome) => outcome,
                     Err(e) => {
+                        // Only a panic ends an attempt this way (none is
+                        // aborted while the race runs); it still counts.
                         debug!("connection attempt failed: {e}");
+                        if let Some(&(kind, addr)) = ids.get(&e.id()).and_then(|&i| list.get(i)) {
+                            failures.push(Failure { kind, addr, error: AttemptError::Other(e.to_string()) });
+                        }
                         continue;
                     }
                 };
@@ -183,7 +196,7 @@ pub(super) async fn race(
                         // The next attempt need not wait for its turn.
                         next_due = Instant::now();
                         if next >= list.len() && only_quic_left(&list, &failures) {
-                            give_up_at.get_or_insert(Instant::now() + (plan.delay * 4).max(Duration::from_secs(1)));
+                            give_up_at.get_or_insert(Instant::now() + (plan.delay * 4).max(QUIC_GRACE));
                         }
                     }
                 }
@@ -266,7 +279,7 @@ async fn abandon_the_rest(mut tasks: JoinSet<Outcome>) {
     while let Some(joined) = tasks.join_next().await {
         if let Ok((_, _, Ok((link, peer)))) = joined {
             debug!(peer = %peer.addr, "closing the connection that lost the race");
-            link.abandon().await;
+            link.abandon();
         }
     }
 }

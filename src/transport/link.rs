@@ -19,11 +19,20 @@ pub enum Link {
 }
 
 impl Link {
+    /// The server admitted the peer to a chat: limits that apply only to
+    /// connections not yet admitted are lifted.
+    pub fn admitted(&mut self) {
+        match self {
+            Link::Quic(t) => t.admitted(),
+            Link::Tcp(t) => t.admitted(),
+        }
+    }
+
     /// Closes a connection on which no frame of the chat protocol was sent
     /// (one that lost a client's race): over QUIC with CONNECTION_CLOSE
     /// NO_ERROR, over TCP with TLS close_notify alone (docs/protocol.md
     /// §12.3). What is left of it finishes in the background.
-    pub async fn abandon(self) {
+    pub fn abandon(self) {
         match self {
             Link::Quic(t) => t.abandon(),
             Link::Tcp(t) => {

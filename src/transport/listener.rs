@@ -43,6 +43,20 @@ pub enum Handshaken {
     Tcp(Box<tcp::Handshaken>),
 }
 
+impl BindError {
+    /// Whether the address was in use (rather than, say, not available on
+    /// this machine).
+    pub fn addr_in_use(&self) -> bool {
+        let io = match self {
+            BindError::Quic(quic::QuicSetupError::Bind { source, .. }) => source,
+            BindError::Tcp(tcp::TcpSetupError::Bind { source, .. }) => source,
+            BindError::Taken(inner) => return inner.addr_in_use(),
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::AddrInUse
+    }
+}
+
 impl Handshaken {
     pub fn peer(&self) -> &PeerInfo {
         match self {
@@ -119,7 +133,9 @@ impl Listener {
     ) -> Result<Listener, BindError> {
         let (tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
         let mut endpoints = Vec::new();
-        let mut acceptors = Vec::new();
+        // Aborted on the way out if a later transport cannot bind, so that
+        // no socket of this attempt stays bound.
+        let mut acceptors = Tasks(Vec::new());
         let mut at = addr;
         for (i, &transport) in transports.iter().enumerate() {
             let bound: Result<Endpoint, BindError> = match transport {
@@ -148,7 +164,7 @@ impl Listener {
             if i == 0 {
                 at = local;
             }
-            acceptors.push(match &bound {
+            acceptors.0.push(match &bound {
                 Endpoint::Quic(l) => l.spawn_acceptor(tx.clone()),
                 Endpoint::Tcp(l) => l.spawn_acceptor(tx.clone()),
             });
@@ -160,7 +176,7 @@ impl Listener {
             transports: transports.to_vec(),
             fingerprint: identity.fingerprint(),
             incoming,
-            _acceptors: Tasks(acceptors),
+            _acceptors: acceptors,
         })
     }
 

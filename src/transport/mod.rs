@@ -1,7 +1,7 @@
 //! The `Transport` trait: everything the chat logic needs from a connection,
 //! and nothing about how bytes move.
 //!
-//! Two implementations carry chat/1: [`quic`] (one unidirectional stream per
+//! Two implementations carry chat/1 and chat/2: [`quic`] (one unidirectional stream per
 //! message, acks on a control stream) and [`tcp`] (TLS 1.3 over TCP, framed
 //! and interleaved). The calls below never block on the network: QUIC runs
 //! its socket work in background tasks that talk to the session through
@@ -311,7 +311,7 @@ pub struct PeerInfo {
     pub version: Version,
 }
 
-/// A chat/1 connection as the chat logic sees it.
+/// A chat connection (chat/1 or chat/2) as the chat logic sees it.
 ///
 /// `send`, `ack` and `reject` queue work and return at once; results come
 /// back as [`Event`]s. After [`Event::Closed`] the connection is finished.

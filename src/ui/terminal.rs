@@ -243,7 +243,7 @@ fn edit(
         // Never block on a full queue here: the session may itself be
         // waiting for the screen, which waits for this thread; and it stops
         // reading input while too much is unconfirmed. (Leaving does not
-        // depend on this queue: see `interrupt`.)
+        // depend on this queue: see `Quit`.)
         match tx.try_send(input) {
             Ok(()) => {}
             Err(TrySendError::Full(UserInput::Message(_))) => {

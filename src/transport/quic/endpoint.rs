@@ -22,6 +22,12 @@ use crate::ui::render::sanitize_line;
 /// at least 64; quinn's default of 100 measured best).
 const MAX_UNI_STREAMS: u32 = 100;
 
+/// Bytes a server takes in from a connection before it is admitted (chat/2:
+/// before its HELLO), all streams together: a stranger's connection cannot
+/// make it hold more (QUIC's default is no connection-wide bound at all).
+/// Admission lifts it ([`QuicTransport::admitted`](super::QuicTransport)).
+const BEFORE_ADMISSION_WINDOW: u32 = 256 * 1024;
+
 pub(super) fn transport_config(limits: &Limits) -> Result<quinn::TransportConfig, QuicSetupError> {
     let mut config = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(limits.idle_timeout)
@@ -43,7 +49,7 @@ pub enum QuicSetupError {
     Tls(#[from] rustls::Error),
     #[error("TLS configuration is not usable for QUIC: {0}")]
     Crypto(String),
-    #[error("cannot bind UDP {addr}: {source}")]
+    #[error("cannot bind UDP {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -67,7 +73,9 @@ impl Listener {
             quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(identity)?)
                 .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(Arc::new(transport_config(limits)?));
+        let mut transport = transport_config(limits)?;
+        transport.receive_window(VarInt::from_u32(BEFORE_ADMISSION_WINDOW));
+        config.transport_config(Arc::new(transport));
         let endpoint = quinn::Endpoint::server(config, addr)
             .map_err(|source| QuicSetupError::Bind { addr, source })?;
         Ok(Listener {

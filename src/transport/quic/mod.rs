@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn::ConnectionError;
+use quinn::{ConnectionError, VarInt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
@@ -169,6 +169,12 @@ impl QuicTransport {
 }
 
 impl QuicTransport {
+    /// The server admitted the peer: it may send as much as QUIC's own
+    /// flow control allows (see `BEFORE_ADMISSION_WINDOW`).
+    pub(super) fn admitted(&self) {
+        self.conn.set_receive_window(VarInt::MAX);
+    }
+
     /// See [`Link::abandon`](super::Link::abandon).
     pub(super) fn abandon(self) {
         self.conn.close(varint(close_code::NO_ERROR), b"");

@@ -202,9 +202,15 @@ async fn read_stream(shared: Shared, stream: RecvStream) {
             read_control(shared, reader).await;
         }
         stream_type::MESSAGE => {
-            // Held, unread, until the peer's opening frame has come.
+            // Held, unread, until the peer's opening frame has come; given
+            // up with the connection (this task holds the connection, and
+            // the sender of `open` too, so nothing else would end it).
             let mut open = shared.open.subscribe();
-            if open.wait_for(|&open| open).await.is_ok() {
+            let opened = tokio::select! {
+                opened = open.wait_for(|&open| open) => opened.is_ok(),
+                _ = shared.conn.closed() => false,
+            };
+            if opened {
                 read_message(shared, reader).await;
             }
         }

@@ -40,7 +40,7 @@ pub struct Listener {
 pub enum TcpSetupError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("cannot bind TCP {addr}: {source}")]
+    #[error("cannot bind TCP {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -45,6 +45,13 @@ const MAX_IN_PROGRESS: usize = 64;
 /// by a reset (docs/protocol.md §7).
 const LINGER: Duration = Duration::from_secs(1);
 
+/// How long a chat/2 peer may be silent before its opening frame: the 10 s
+/// deadline for HELLO (or for WELCOME after HELLO), and a second of slack.
+const OPENING_SILENCE: Duration = Duration::from_secs(11);
+
+/// A keep-alive interval that means none (before WELCOME, at a server).
+const NO_PING: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Control frames (acks) queued and not yet written beyond which nothing
 /// more is read from the peer.
 const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
@@ -86,8 +93,25 @@ impl TcpTransport {
             end: None,
             reported: false,
             events: VecDeque::new(),
-            writer: Writer::new(limits.idle_timeout / 3),
-            reader: Reader::new(limits.idle_timeout, peer.version),
+            // A chat/2 server sends nothing before WELCOME, PING included
+            // (docs/protocol.md §12.3): its keep-alives start with the
+            // agreed idle timeout, at admission.
+            writer: Writer::new(if side.first_from_peer(peer.version).is_some() && side == Side::Server {
+                NO_PING
+            } else {
+                limits.idle_timeout / 3
+            }),
+            // Before chat/2's opening frame the peer may be silent for as
+            // long as its deadline allows (10 s), whatever the idle timeout:
+            // the agreed one applies from then on (`set_idle_timeout`).
+            reader: Reader::new(
+                if side.first_from_peer(peer.version).is_some() {
+                    limits.idle_timeout.max(OPENING_SILENCE)
+                } else {
+                    limits.idle_timeout
+                },
+                peer.version,
+            ),
             messages: Reassembly::new(limits.max_message_size),
             opening: Opening::new(peer.version, side),
         }
@@ -284,6 +308,10 @@ impl TcpTransport {
 }
 
 impl TcpTransport {
+    /// The server admitted the peer (see [`Link::admitted`](super::Link::admitted)):
+    /// nothing to lift over TCP, whose reading is bounded per message.
+    pub(super) fn admitted(&self) {}
+
     /// See [`Link::abandon`](super::Link::abandon): close_notify and FIN,
     /// nothing else.
     pub(super) async fn abandon(mut self) {
@@ -313,6 +341,11 @@ impl Transport for TcpTransport {
 
     fn send_control(&mut self, frame: Frame) {
         if self.end.is_none() {
+            if matches!(frame, Frame::Hello { .. }) {
+                // The server owes WELCOME within 10 s of HELLO and may send
+                // nothing before it: its silence counts from here.
+                self.reader.heard();
+            }
             self.writer.control(&frame);
         }
     }
