@@ -96,11 +96,13 @@ impl TcpTransport {
             // A chat/2 server sends nothing before WELCOME, PING included
             // (docs/protocol.md §12.3): its keep-alives start with the
             // agreed idle timeout, at admission.
-            writer: Writer::new(if side.first_from_peer(peer.version).is_some() && side == Side::Server {
-                NO_PING
-            } else {
-                limits.idle_timeout / 3
-            }),
+            writer: Writer::new(
+                if side.first_from_peer(peer.version).is_some() && side == Side::Server {
+                    NO_PING
+                } else {
+                    limits.idle_timeout / 3
+                },
+            ),
             // Before chat/2's opening frame the peer may be silent for as
             // long as its deadline allows (10 s), whatever the idle timeout:
             // the agreed one applies from then on (`set_idle_timeout`).
