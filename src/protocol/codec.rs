@@ -30,6 +30,10 @@ pub mod frame_type {
     pub const HELLO: u64 = 0x03;
     /// chat/2 only.
     pub const WELCOME: u64 = 0x04;
+    /// chat/2 only: in a resume, which of the peer's messages are held.
+    pub const RECEIVED: u64 = 0x05;
+    /// chat/2 only: in a resume, how much of a file is held.
+    pub const PARTIAL: u64 = 0x06;
     pub const DATA: u64 = 0x10;
     pub const END: u64 = 0x11;
     pub const CLOSE: u64 = 0x1f;
@@ -159,6 +163,18 @@ pub enum Frame {
         idle_timeout_ms: u64,
         token: Option<Token>,
     },
+    /// chat/2, in a resume: the sender accepted every message of its peer
+    /// below `below`, and each of `ids` (all above `below`, increasing).
+    Received {
+        below: u64,
+        ids: Vec<u64>,
+    },
+    /// chat/2, in a resume: of the peer's file `id`, the first `held` bytes
+    /// are stored.
+    Partial {
+        id: u64,
+        held: u64,
+    },
     /// chat/2: the server's answer to HELLO, its first frame.
     Welcome {
         token: Token,
@@ -185,6 +201,8 @@ impl Frame {
             Frame::Ping => frame_type::PING,
             Frame::Hello { .. } => frame_type::HELLO,
             Frame::Welcome { .. } => frame_type::WELCOME,
+            Frame::Received { .. } => frame_type::RECEIVED,
+            Frame::Partial { .. } => frame_type::PARTIAL,
             Frame::Unknown { ty, .. } => *ty,
         }
     }
@@ -200,6 +218,8 @@ impl Frame {
             Frame::Ping => "PING",
             Frame::Hello { .. } => "HELLO",
             Frame::Welcome { .. } => "WELCOME",
+            Frame::Received { .. } => "RECEIVED",
+            Frame::Partial { .. } => "PARTIAL",
             Frame::Unknown { .. } => "unknown",
         }
     }
@@ -263,6 +283,23 @@ impl Frame {
                 put_varint(buf, u64::from(*resumed));
                 put_varint(buf, *idle_timeout_ms);
             }
+            Frame::Received { below, ids } => {
+                let len = varint_len(*below) + ids.iter().map(|&i| varint_len(i)).sum::<usize>();
+                put_header(buf, frame_type::RECEIVED, len);
+                put_varint(buf, *below);
+                for &id in ids {
+                    put_varint(buf, id);
+                }
+            }
+            Frame::Partial { id, held } => {
+                put_header(
+                    buf,
+                    frame_type::PARTIAL,
+                    varint_len(*id) + varint_len(*held),
+                );
+                put_varint(buf, *id);
+                put_varint(buf, *held);
+            }
             Frame::Unknown { ty, len } => {
                 put_header(buf, *ty, *len);
                 buf.put_bytes(0, *len);
@@ -319,6 +356,31 @@ pub fn parse_payload_as(
                 idle_timeout_ms,
                 token,
             })
+        }
+        frame_type::RECEIVED if version == Version::V2 => {
+            let bad = CodecError::BadPayload("RECEIVED");
+            let below = get_varint(&mut payload).ok_or(bad.clone())?;
+            let mut ids = Vec::new();
+            let mut last = below;
+            while payload.has_remaining() {
+                let id = get_varint(&mut payload).ok_or(bad.clone())?;
+                // Listed ids are above `below` and strictly increasing.
+                if id <= last {
+                    return Err(bad);
+                }
+                ids.push(id);
+                last = id;
+            }
+            Ok(Frame::Received { below, ids })
+        }
+        frame_type::PARTIAL if version == Version::V2 => {
+            let bad = CodecError::BadPayload("PARTIAL");
+            let id = get_varint(&mut payload).ok_or(bad.clone())?;
+            let held = get_varint(&mut payload).ok_or(bad.clone())?;
+            if held == 0 || payload.has_remaining() {
+                return Err(bad);
+            }
+            Ok(Frame::Partial { id, held })
         }
         frame_type::WELCOME if version == Version::V2 => {
             let bad = CodecError::BadPayload("WELCOME");
@@ -579,6 +641,34 @@ mod tests {
         w[TOKEN_LEN + 1] = 1;
         w.push(0);
         assert!(parse_payload_as(Version::V2, frame_type::WELCOME, Bytes::from(w)).is_err());
+    }
+
+    #[test]
+    fn received_lists_increasing_ids_above_its_floor() {
+        let f = Frame::Received {
+            below: 5,
+            ids: vec![7, 9, 1 << 40],
+        };
+        let mut b = encode(&f);
+        assert_eq!(FrameDecoder.decode_as(Version::V2, &mut b), Ok(Some(f)));
+        for ids in [&[5u64][..], &[7, 7], &[9, 8]] {
+            let mut b = BytesMut::new();
+            put_varint(&mut b, 5);
+            for &id in ids {
+                put_varint(&mut b, id);
+            }
+            assert!(
+                parse_payload_as(Version::V2, frame_type::RECEIVED, b.freeze()).is_err(),
+                "{ids:?}"
+            );
+        }
+        let p = Frame::Partial { id: 3, held: 100 };
+        let mut b = encode(&p);
+        assert_eq!(FrameDecoder.decode_as(Version::V2, &mut b), Ok(Some(p)));
+        let mut zero = BytesMut::new();
+        put_varint(&mut zero, 3);
+        put_varint(&mut zero, 0);
+        assert!(parse_payload_as(Version::V2, frame_type::PARTIAL, zero.freeze()).is_err());
     }
 
     fn arb_frame() -> impl Strategy<Value = Frame> {

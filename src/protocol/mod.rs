@@ -23,6 +23,9 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u64 = 0x02;
     pub const UNAUTHORIZED: u64 = 0x03;
     pub const GOING_AWAY: u64 = 0x04;
+    /// chat/2: the client resumed this chat on another connection; this
+    /// connection ends, not the chat.
+    pub const REPLACED: u64 = 0x05;
 
     /// Human name of a close code, for status lines.
     pub fn name(code: u64) -> &'static str {
@@ -32,6 +35,7 @@ pub mod close_code {
             PROTOCOL_ERROR => "PROTOCOL_ERROR",
             UNAUTHORIZED => "UNAUTHORIZED",
             GOING_AWAY => "GOING_AWAY",
+            REPLACED => "REPLACED",
             _ => "unknown code",
         }
     }

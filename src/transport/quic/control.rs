@@ -162,6 +162,10 @@ pub(super) async fn read_control(shared: Shared, mut reader: StreamReader) {
                 f @ (Frame::Data { .. } | Frame::End { .. } | Frame::Close { .. }) => {
                     return shared.violation(format!("{} frame on the control stream", f.name()));
                 }
+                // This version never resumes a chat (docs/protocol.md §14).
+                f @ (Frame::Received { .. } | Frame::Partial { .. }) => {
+                    return shared.violation(format!("{} outside a resume", f.name()));
+                }
                 control => match Event::of_control(control) {
                     Some(event) => event,
                     None => continue,

@@ -216,6 +216,10 @@ impl TcpTransport {
                 });
             }
             Frame::Ping | Frame::Unknown { .. } => {}
+            // This version never resumes a chat (docs/protocol.md §14).
+            f @ (Frame::Received { .. } | Frame::Partial { .. }) => {
+                self.violation(format!("{} outside a resume", f.name()));
+            }
             control => self.events.extend(Event::of_control(control)),
         }
     }
