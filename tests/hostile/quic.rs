@@ -665,3 +665,137 @@ fn chat2_silent_connections_do_not_lock_out_a_client() {
     drop(silent);
     case.client_leaves();
 }
+
+/// The review's memory attack on streams held before HELLO (fixed in
+/// c5d0b1f): 40 chat/2 peers each open 20 message streams, try to write
+/// 1 MB on each, and never say HELLO. The server holds such streams unread
+/// until HELLO; it used to keep each one (its task, its connection and all
+/// its data) for good, even after closing the connection for want of HELLO:
+/// this attack took its RSS from 20 MB to 860 MB, never returned. Now a
+/// connection not yet admitted may send at most 256 KiB in all
+/// (docs/protocol.md, "Waiting for HELLO"); a normal client is served
+/// meanwhile; every peer is closed with PROTOCOL_ERROR once its 10 s are up
+/// and is never shown; and a second after the peers are gone the server's
+/// memory is within 64 MiB of where it started. (It measured +15 MiB,
+/// which the allocator keeps: further rounds add nothing.) Takes about 12 s.
+#[test]
+fn chat2_streams_held_before_hello_do_not_pile_up() {
+    const PEERS: usize = 40;
+    const STREAMS: u64 = 20;
+    const BODY: usize = 1_000_000;
+    /// What a connection not yet admitted may send, in all.
+    const WINDOW: u64 = 256 * 1024;
+    const MAX_GROWTH_KIB: u64 = 64 * 1024;
+
+    let mut case = Hostile::quic();
+    let pid = case.server.pid();
+    let rss_before = rss_kib(pid);
+    let addr = case.addr.clone();
+    let body = Bytes::from(vec![0x5a; BODY]);
+    let since = Instant::now();
+    let (peers, writers): (Vec<HostileQuic>, Vec<Vec<_>>) = case.block_on(async {
+        let mut peers = Vec::new();
+        for _ in 0..PEERS {
+            let h = HostileQuic::connect_as(&addr, ALPN_V2).await;
+            let mut writers = Vec::new();
+            for id in 0..STREAMS {
+                let mut head = varint(1);
+                head.extend(varint(id));
+                let stream = h.open_uni_with(&[]).await;
+                writers.push(tokio::spawn(write_abandoned(stream, head, body.clone())));
+            }
+            peers.push((h, writers));
+        }
+        peers.into_iter().unzip()
+    });
+    eprintln!(
+        "{PEERS} peers with {STREAMS} streams each after {:?}",
+        since.elapsed()
+    );
+
+    // Meanwhile a normal client gets in and chats.
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_during = rss_kib(pid);
+    case.client_joins("while the streams are held", "reply");
+    case.client_leaves();
+    let waiting = peers
+        .iter()
+        .filter(|h| h.conn.close_reason().is_none())
+        .count();
+    eprintln!(
+        "a client chatted and left after {:?}, {waiting} of {PEERS} peers still waiting",
+        since.elapsed()
+    );
+    let shown = case.shown();
+
+    // Every peer is closed for want of HELLO; its writers then give up.
+    let sent: Vec<u64> = case.block_on(async {
+        let mut sent = Vec::new();
+        for (h, writers) in peers.iter().zip(writers) {
+            let reason = h
+                .expect_closed(PROTOCOL_ERROR, Duration::from_secs(10) + TIMEOUT)
+                .await;
+            assert!(
+                mentions_any(&reason, &["HELLO"]),
+                "{}: the reason should say HELLO is missing: {reason:?}",
+                h.local
+            );
+            let mut total = 0;
+            for w in writers {
+                total += tokio::time::timeout(TIMEOUT, w)
+                    .await
+                    .expect("a writer outlived its connection")
+                    .expect("writer task");
+            }
+            sent.push(total);
+        }
+        sent
+    });
+    eprintln!("all {PEERS} peers closed after {:?}", since.elapsed());
+    case.assert_nothing_more_shown(shown, "peers that held streams and never said HELLO");
+    drop(peers);
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = rss_kib(pid);
+    let rss_peak = proc_status_kib(pid, "VmHWM");
+    let growth = rss_after.saturating_sub(rss_before);
+    let most = sent.iter().copied().max().unwrap_or_default();
+    let total: u64 = sent.iter().sum();
+    eprintln!(
+        "MEASURED: server RSS {rss_before} KiB before {PEERS} chat/2 peers × {STREAMS} streams \
+         × 1 MB held before HELLO, {rss_during} KiB during, {rss_after} KiB 1 s after they were \
+         closed and dropped (+{growth} KiB; peak {rss_peak} KiB); flow control let through \
+         {total} bytes in all, at most {most} on one connection"
+    );
+    if growth >= MAX_GROWTH_KIB {
+        case.server.fail(&format!(
+            "the server's RSS grew by {growth} KiB (from {rss_before} to {rss_after} KiB) and \
+             stayed so after the peers were gone; at most {MAX_GROWTH_KIB} KiB allowed"
+        ));
+    }
+    assert!(
+        most <= WINDOW,
+        "before HELLO a connection may send at most {WINDOW} bytes, one sent {most}"
+    );
+    case.assert_server_still_serves();
+}
+
+/// Writes `head` and then `body` on `stream` until the connection ends;
+/// returns how many bytes quinn took (what flow control let through). A
+/// stream written in full is kept open, unfinished, until then.
+async fn write_abandoned(mut stream: quinn::SendStream, head: Vec<u8>, body: Bytes) -> u64 {
+    let mut sent = 0u64;
+    for part in [&head[..], &body[..]] {
+        let mut at = 0;
+        while at < part.len() {
+            match stream.write(&part[at..]).await {
+                Ok(n) => {
+                    at += n;
+                    sent += n as u64;
+                }
+                Err(_) => return sent,
+            }
+        }
+    }
+    let _ = stream.stopped().await;
+    sent
+}

@@ -8,23 +8,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// Resident memory of a process, in KiB (VmRSS in /proc/PID/status).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS line")
-}
-
-/// Open file descriptors of a process.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read fd dir")
-        .count()
-}
-
 /// Message `i` of a run: mostly small, some empty, every 100th 64 KiB.
 fn body(side: u8, i: usize) -> Vec<u8> {
     let len = match i % 100 {

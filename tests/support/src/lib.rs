@@ -26,7 +26,7 @@ pub use conversation::*;
 pub use data::*;
 pub use homes::*;
 pub use peer::*;
-pub use process::{ChatProcess, Process};
+pub use process::{ChatProcess, Process, fd_count, proc_status_kib, rss_kib};
 pub use server::*;
 pub use temp::TempDir;
 

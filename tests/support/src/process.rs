@@ -106,6 +106,30 @@ pub trait ChatProcess {
     }
 }
 
+/// A figure in KiB from /proc/PID/status: `field` is `VmRSS` (resident
+/// memory now), `VmHWM` (its peak so far), ….
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} line in /proc/{pid}/status"))
+}
+
+/// Resident memory of a process, in KiB (VmRSS in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
+        .count()
+}
+
 /// Calls `ready` every 20 ms until it gives a value, for at most `timeout`
 /// (and at least once).
 pub(crate) fn poll<T>(timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
