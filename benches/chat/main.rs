@@ -50,15 +50,10 @@
 //! `--bench`; it then does nothing. To run the built executable directly,
 //! pass `--bench` yourself.
 
-#[path = "chat/binary.rs"]
 mod binary;
-#[path = "chat/floor.rs"]
 mod floor;
-#[path = "chat/library.rs"]
 mod library;
-#[path = "chat/report.rs"]
 mod report;
-#[path = "chat/util.rs"]
 mod util;
 
 use std::path::PathBuf;
