@@ -133,46 +133,58 @@ async fn connect_and_chat(
     }
     let won = match trust.source {
         TrustSource::FirstContact => {
-            let asked = Instant::now();
-            let mut won = won;
-            if let Err(e) = tokio::select! {
-                verdict = trust.first_contact(&won.peer, args.json, args.accept_new) => verdict,
-                never = won.link.hold() => match never {},
-            } {
-                won.link
-                    .close(close_code::NO_ERROR, "server not trusted")
-                    .await;
-                won.link.finish().await;
-                return Err(e);
-            }
-            if asked.elapsed() < ANSWER_IN_TIME {
-                won
-            } else {
-                // The server gives a connection 10 s to say HELLO; a person
-                // may take longer to decide. Now that the server is
-                // trusted, a new connection to it is verified like any
-                // other, and the old one goes without a frame.
-                info!(
-                    "the trust question took {:?}; connecting again",
-                    asked.elapsed()
-                );
-                won.link.abandon();
-                let fp = won
-                    .peer
-                    .fingerprint
-                    .context("the server presented no certificate")?;
-                let pinned = FingerprintVerifier::new(ServerTrust::Pinned(fp));
-                let config = tls::client_config(pinned, Some(&me))?;
-                let again = tokio::select! {
-                    won = race::race(&plan, &config, &limits, |_, _| {}) => won,
-                    () = ctrl_c.wait() => bail!("interrupted while connecting to {}", args.addr),
-                };
-                again.map_err(|failures| unreachable(args, &failures))?
-            }
+            first_contact(args, &limits, &trust, &me, &plan, won, &mut ctrl_c).await?
         }
         _ => won,
     };
     chat(args, &limits, won, io, &mut quit).await
+}
+
+/// A server seen for the first time: the user (or `--accept-new`) decides
+/// whether to trust it, while the connection is kept alive. Returns the
+/// connection to chat on.
+async fn first_contact(
+    args: &ChatArgs,
+    limits: &Limits,
+    trust: &Trust,
+    me: &Identity,
+    plan: &Plan,
+    mut won: Won,
+    ctrl_c: &mut Quit,
+) -> Result<Won> {
+    let asked = Instant::now();
+    if let Err(e) = tokio::select! {
+        verdict = trust.first_contact(&won.peer, args.json, args.accept_new) => verdict,
+        never = won.link.hold() => match never {},
+    } {
+        won.link
+            .close(close_code::NO_ERROR, "server not trusted")
+            .await;
+        won.link.finish().await;
+        return Err(e);
+    }
+    if asked.elapsed() < ANSWER_IN_TIME {
+        return Ok(won);
+    }
+    // The server gives a connection 10 s to say HELLO; a person may take
+    // longer to decide. Now that the server is trusted, a new connection to
+    // it is verified like any other, and the old one goes without a frame.
+    info!(
+        "the trust question took {:?}; connecting again",
+        asked.elapsed()
+    );
+    won.link.abandon();
+    let fp = won
+        .peer
+        .fingerprint
+        .context("the server presented no certificate")?;
+    let pinned = FingerprintVerifier::new(ServerTrust::Pinned(fp));
+    let config = tls::client_config(pinned, Some(me))?;
+    let again = tokio::select! {
+        won = race::race(plan, &config, limits, |_, _| {}) => won,
+        () = ctrl_c.wait() => bail!("interrupted while connecting to {}", args.addr),
+    };
+    again.map_err(|failures| unreachable(args, &failures))
 }
 
 /// Explains why no attempt worked, with what the user can do about it.
