@@ -3,6 +3,7 @@
 //! peer is escaped.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::output::{Shown, Sink, transports_text};
@@ -34,8 +35,14 @@ pub fn reject_kind(code: u64) -> &'static str {
     }
 }
 
+/// A client turned away, for people: who, and why.
+pub fn turned_away(peer: SocketAddr, fingerprint: Option<Fingerprint>, code: u64) -> String {
+    let who = fingerprint.map_or("no certificate".into(), |f| f.to_string());
+    format!("turned away {peer} ({who}): {}", refusal(code))
+}
+
 /// Why a client was turned away, for people.
-pub fn refusal(code: u64) -> &'static str {
+fn refusal(code: u64) -> &'static str {
     match code {
         close_code::BUSY => "busy",
         close_code::UNAUTHORIZED => "not on the allow list",
@@ -111,10 +118,7 @@ impl<W: Write + Send + 'static> Sink for PlainSink<W> {
                 fingerprint,
                 code,
                 ..
-            } => {
-                let who = fingerprint.map_or("no certificate".into(), |f| f.to_string());
-                self.line(&format!("turned away {peer} ({who}): {}", refusal(code)));
-            }
+            } => self.line(&turned_away(peer, fingerprint, code)),
             // The user already sees what they typed; the ack line confirms it.
             Shown::Sent { .. } => {}
             Shown::Ack { id, rtt } => self.line(&format!("✓ #{id} {}", format_rtt(rtt))),

@@ -31,7 +31,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::Quit;
 use super::input::UserInput;
 use super::output::{Shown, Sink, transports_text};
-use super::plain::{format_rtt, peer_identity, refusal, reject_kind, skipped};
+use super::plain::{format_rtt, peer_identity, reject_kind, skipped, turned_away};
 use super::render::{sanitize, sanitize_line};
 use crate::protocol::body::Body;
 use crate::protocol::{MessageId, close_code};
@@ -547,13 +547,7 @@ impl Sink for TerminalSink {
                 fingerprint,
                 code,
                 ..
-            } => {
-                let who = fingerprint.map_or("no certificate".into(), |f| f.to_string());
-                self.line(
-                    "",
-                    &format!("turned away {peer} ({who}): {}", refusal(code)),
-                );
-            }
+            } => self.line("", &turned_away(peer, fingerprint, code)),
             Shown::Sent { id, body } => {
                 self.pending.insert(id, preview(&body));
             }

@@ -73,6 +73,16 @@ pub fn varint(v: u64) -> Vec<u8> {
     b.to_vec()
 }
 
+/// A WELCOME, as a client must never send one.
+pub fn stray_welcome() -> Vec<u8> {
+    frame(&Frame::Welcome {
+        token: chat::protocol::codec::Token([1; 16]),
+        resume_window_ms: 0,
+        resumed: false,
+        idle_timeout_ms: 0,
+    })
+}
+
 /// The bytes of one encoded frame.
 pub fn frame(f: &Frame) -> Vec<u8> {
     let mut b = BytesMut::new();

@@ -434,12 +434,7 @@ fn protocol_error_logged_with_peer_at_default_level() {
 #[test]
 fn chat2_frames_before_hello_are_protocol_errors() {
     let mut case = Hostile::quic();
-    let welcome = frame(&Frame::Welcome {
-        token: chat::protocol::codec::Token([1; 16]),
-        resume_window_ms: 0,
-        resumed: false,
-        idle_timeout_ms: 0,
-    });
+    let welcome = stray_welcome();
     let reject = frame(&Frame::Reject {
         id: 0,
         code: 1,

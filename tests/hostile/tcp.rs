@@ -496,12 +496,7 @@ fn protocol_error_logged_with_peer_at_default_level() {
 #[test]
 fn chat2_frames_before_hello_are_protocol_errors() {
     let mut case = Hostile::tcp();
-    let welcome = frame(&Frame::Welcome {
-        token: chat::protocol::codec::Token([1; 16]),
-        resume_window_ms: 0,
-        resumed: false,
-        idle_timeout_ms: 0,
-    });
+    let welcome = stray_welcome();
     let cases: [(&str, Vec<u8>); 4] = [
         ("ACK", frame(&Frame::Ack { id: 0 })),
         ("END", end(0, b"a message before HELLO")),

@@ -29,24 +29,30 @@ pub fn server_args_in(
     port: u16,
     mode_flag: bool,
 ) -> Vec<String> {
-    let mut a = Vec::new();
+    args(Some(t), bind, home, port, mode_flag)
+}
+
+/// Server arguments; without a transport, the default (auto).
+fn args(
+    t: Option<TransportKind>,
+    bind: &str,
+    home: &Path,
+    port: u16,
+    mode_flag: bool,
+) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
     if mode_flag {
         a.extend(["--mode".to_string(), "server".to_string()]);
     }
+    if let Some(t) = t {
+        a.extend(["--transport".to_string(), t.name().to_string()]);
+    }
+    let port = port.to_string();
+    let home = home.to_str().expect("home path is not UTF-8");
     a.extend(
-        [
-            "--transport",
-            t.name(),
-            "--bind",
-            bind,
-            "--port",
-            &port.to_string(),
-            "--home",
-            home.to_str().expect("home path is not UTF-8"),
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+        ["--bind", bind, "--port", &port, "--home", home, "--json"]
+            .iter()
+            .map(|s| s.to_string()),
     );
     a
 }
@@ -124,20 +130,7 @@ pub fn start_server_in(
 /// auto: QUIC and TCP on one port), on `bind`, with its home at `home`,
 /// on `port` (0 picks a free one).
 pub fn default_server_args(bind: &str, home: &Path, port: u16) -> Vec<String> {
-    [
-        "--mode",
-        "server",
-        "--bind",
-        bind,
-        "--port",
-        &port.to_string(),
-        "--home",
-        home.to_str().expect("home path is not UTF-8"),
-        "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    args(None, bind, home, port, true)
 }
 
 /// `chat --mode server --bind 127.0.0.1 --port 0 --home <fresh> --json <extra>`
