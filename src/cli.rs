@@ -159,9 +159,26 @@ pub struct ChatArgs {
     #[arg(long, default_value = "10", value_parser = parse_seconds, value_name = "SECONDS")]
     pub idle_timeout: Duration,
 
+    /// Server: how long a chat whose connection was lost is held for its
+    /// client to come back, in seconds (0: a lost connection ends the chat).
+    #[arg(long, default_value = "30", value_parser = parse_window, value_name = "SECONDS")]
+    pub resume_window: Duration,
+
+    /// Client: end the chat when the connection is lost, instead of
+    /// reconnecting and resuming it.
+    #[arg(long)]
+    pub no_reconnect: bool,
+
     /// Machine-readable mode: JSON events on stdout, JSON messages on stdin.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_window(s: &str) -> Result<Duration, String> {
+    if s.parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_seconds(s)
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -189,5 +206,7 @@ mod tests {
         assert_eq!(parse_seconds("2.5"), Ok(Duration::from_millis(2500)));
         assert!(parse_seconds("0").is_err());
         assert!(parse_seconds("soon").is_err());
+        assert_eq!(parse_window("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_window("30"), Ok(Duration::from_secs(30)));
     }
 }

@@ -21,10 +21,14 @@ use chat::{client, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr so they never mix with chat output on stdout.
+    // Logs go to stderr so they never mix with chat output on stdout. By
+    // default quinn_udp's send errors are left out: while the network is
+    // down (the moment a chat is being got back) every packet would log
+    // one, and the chat says what is going on in its own words.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("warn,quinn_udp=error")),
         )
         .with_writer(terminal::LogWriter::new)
         .init();
@@ -136,7 +140,12 @@ async fn serve(args: &chat::cli::ChatArgs, limits: Limits, quit: Quit) -> Result
     )
     .await?;
     let (io, output) = ui::stdio(args.json, true, &quit);
-    server::run(listener, server::Config { limits, allow }, io, quit).await;
+    let config = server::Config {
+        limits,
+        allow,
+        resume_window: args.resume_window,
+    };
+    server::run(listener, config, io, quit).await;
     if !output.close(OUTPUT_STALL) {
         tracing::warn!("standard output took nothing for {OUTPUT_STALL:?}; leaving without it");
     }

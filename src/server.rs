@@ -16,8 +16,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
@@ -26,14 +25,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::protocol::codec::{TOKEN_LEN, Token, Version};
-use crate::protocol::{Frame, close_code};
-use crate::session::{Role, Session};
+use crate::protocol::{Frame, MessageId, close_code};
+use crate::session::{Held, Role, Session};
 use crate::transport::{
-    Event, Handshaken, Limits, Link, Listener, PeerInfo, Transport, TransportKind,
+    Disconnect, Event, Handshaken, Limits, Link, Listener, PeerInfo, Transport, TransportKind,
     agreed_idle_timeout, millis,
 };
 use crate::trust::allow::{AllowList, Verdict};
-use crate::trust::identity::Identity;
+use crate::trust::identity::{Fingerprint, Identity};
 use crate::ui::input::UserInput;
 use crate::ui::output::{Output, Shown};
 use crate::ui::render::sanitize_line;
@@ -53,48 +52,58 @@ const MAX_AWAITING_HELLO: usize = 64;
 pub struct Config {
     pub limits: Limits,
     pub allow: AllowList,
+    /// How long a chat/2 chat whose connection was lost is held for its
+    /// client (zero: a lost connection ends the chat).
+    pub resume_window: Duration,
 }
 
 /// Runs the server until `shutdown` (Ctrl-C, `/quit`): one chat at a time,
-/// other clients turned away while it is open.
+/// other clients turned away while it is open or held.
 pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdown: Quit) {
     io.out.show_now(Shown::Listening {
         transports: listener.transports().to_vec(),
         addr: listener.local_addr(),
         fingerprint: listener.fingerprint(),
     });
-    let busy = Arc::new(AtomicBool::new(false));
+    let door = Door::default();
     let (admit_tx, mut admitted) = mpsc::channel::<Admitted>(1);
     let (stop, stopped) = oneshot::channel();
     let doorman = tokio::spawn(doorman(
         listener,
         Doorman {
             admit: admit_tx,
-            busy: busy.clone(),
+            door: door.clone(),
             allow: config.allow.clone(),
             out: io.out.clone(),
             limits: config.limits.clone(),
+            resume_window: config.resume_window,
         },
         stopped,
     ));
+    let mut chat = Chat {
+        admitted: &mut admitted,
+        door: &door,
+        window: config.resume_window,
+        io: &mut io,
+        shutdown: &mut shutdown,
+    };
     loop {
         tokio::select! {
             biased;
-            () = shutdown.wait() => break,
-            Some(client) = admitted.recv() => {
-                let quit = serve(client, &mut io, &mut shutdown).await;
-                if quit || shutdown.is_triggered() {
+            () = chat.shutdown.wait() => break,
+            Some(client) = chat.admitted.recv() => {
+                let quit = chat.serve(client).await;
+                if quit || chat.shutdown.is_triggered() {
                     // Still busy: no one is admitted to a server going away.
                     break;
                 }
-                busy.store(false, Ordering::Release);
-                io.out.info("waiting for a client…");
+                chat.io.out.info("waiting for a client…");
             }
-            input = io.input.recv(), if io.input_open => match input {
-                Some(UserInput::Message(_)) => io.out.error("no one is connected; message not sent"),
-                Some(UserInput::Invalid(why)) => io.out.error(why),
-                Some(UserInput::Stats) => io.out.info("no chat is open"),
-                Some(UserInput::End) | None => io.input_open = false,
+            input = chat.io.input.recv(), if chat.io.input_open => match input {
+                Some(UserInput::Message(_)) => chat.io.out.error("no one is connected; message not sent"),
+                Some(UserInput::Invalid(why)) => chat.io.out.error(why),
+                Some(UserInput::Stats) => chat.io.out.info("no chat is open"),
+                Some(UserInput::End) | None => chat.io.input_open = false,
             },
         }
     }
@@ -106,60 +115,416 @@ pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdow
     io.out.finish();
 }
 
-/// A client the doorman admitted (and showed as `connected`): its
-/// connection is started, and on chat/2 WELCOME is on its way.
+/// The chat the server holds, as the doorman sees it: shared between the
+/// doorman, which admits, resumes and turns away, and the server loop,
+/// which ends chats. Each decision is taken under its lock, so that a chat
+/// ending and a client arriving cannot both think the server free.
+#[derive(Clone, Default)]
+struct Door(Arc<Mutex<Option<HeldChat>>>);
+
+/// The open or suspended chat.
+struct HeldChat {
+    token: Token,
+    /// The client identity that opened it (docs/protocol.md §12.4: only
+    /// the same identity may resume it, or replace it while suspended).
+    fingerprint: Option<Fingerprint>,
+    /// Its connection was lost; it waits for a resume.
+    suspended: bool,
+    /// Resumes passed on to the server loop and not yet taken: the chat
+    /// does not expire under them.
+    resuming: usize,
+}
+
+/// What the doorman decided about a client's HELLO.
+enum Decision {
+    /// A new chat with this token.
+    New(Token),
+    /// A new chat with this token; the suspended chat of the same client
+    /// identity ends.
+    Replace(Token),
+    /// The held chat goes on over this connection.
+    Resume,
+    Busy,
+}
+
+impl Door {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HeldChat>> {
+        // A panic elsewhere cannot leave the state half-updated: every
+        // change is a single assignment.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decides about a client's HELLO (`token`: the chat it asks to
+    /// resume) from `fingerprint` (docs/protocol.md §12.4–§12.5).
+    fn decide(&self, fingerprint: Option<Fingerprint>, token: Option<Token>) -> Decision {
+        let mut held = self.lock();
+        let fresh = |held: &mut Option<HeldChat>| {
+            let token = new_token();
+            *held = Some(HeldChat {
+                token,
+                fingerprint,
+                suspended: false,
+                resuming: 0,
+            });
+            token
+        };
+        match held.as_mut() {
+            None => Decision::New(fresh(&mut held)),
+            Some(chat) if token == Some(chat.token) && chat.fingerprint == fingerprint => {
+                chat.resuming += 1;
+                Decision::Resume
+            }
+            Some(chat) if chat.suspended && chat.fingerprint == fingerprint => {
+                Decision::Replace(fresh(&mut held))
+            }
+            Some(_) => Decision::Busy,
+        }
+    }
+
+    /// The chat named `token` lost its connection and is held.
+    fn suspend(&self, token: Token) {
+        if let Some(chat) = self.lock().as_mut().filter(|c| c.token == token) {
+            chat.suspended = true;
+        }
+    }
+
+    /// The server loop took a resume of the chat named `token`.
+    fn resumed(&self, token: Token) {
+        if let Some(chat) = self.lock().as_mut().filter(|c| c.token == token) {
+            chat.suspended = false;
+            chat.resuming = chat.resuming.saturating_sub(1);
+        }
+    }
+
+    /// The chat named `token` ends, unless a client is on its way in to
+    /// resume or replace it (then `false`: the caller takes that client
+    /// from the queue instead).
+    fn end(&self, token: Token) -> bool {
+        let mut held = self.lock();
+        match held.as_ref() {
+            Some(chat) if chat.token == token && chat.resuming == 0 => {
+                *held = None;
+                true
+            }
+            Some(chat) if chat.token == token => false,
+            // Replaced: the new chat's client is in the queue.
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// The chat named `token` is over, whatever else is on its way (that
+    /// client is then treated as a new one).
+    fn close(&self, token: Token) {
+        let mut held = self.lock();
+        if held.as_ref().is_some_and(|c| c.token == token) {
+            *held = None;
+        }
+    }
+}
+
+/// A client the doorman admitted: its connection is started; WELCOME is on
+/// its way for a new chat/2 chat; a resume is answered by the server loop.
 struct Admitted {
     link: Link,
     peer: PeerInfo,
+    label: Option<String>,
     /// The idle timeout agreed with it.
     idle_timeout: Duration,
+    how: How,
 }
 
-/// One chat with an admitted client. Returns whether the user asked to
-/// leave.
-async fn serve(client: Admitted, io: &mut UserIo, shutdown: &mut Quit) -> bool {
-    let Admitted {
-        mut link,
-        peer,
-        idle_timeout,
-    } = client;
-    let mut session = Session::new(Role::Server, idle_timeout);
-    let outcome = session.run(&mut link, io, shutdown).await;
-    // The last bytes of this connection (a CLOSE, the linger) finish in
-    // the background while the next client is served.
-    tokio::spawn(link.finish());
-    info!(
-        peer = %peer.addr,
-        "client left: {}",
-        sanitize_line(&outcome.disconnect.describe())
-    );
-    outcome.quit
+enum How {
+    /// A new chat: the doorman showed it as connected.
+    New { token: Token },
+    /// A new chat of the client identity whose suspended chat it replaces.
+    Replace { token: Token },
+    /// A resume, with the client's RECEIVED.
+    Resume {
+        below: MessageId,
+        ids: Vec<MessageId>,
+    },
+}
+
+/// The server loop's side of a chat: what it needs between connections.
+struct Chat<'a> {
+    admitted: &'a mut mpsc::Receiver<Admitted>,
+    door: &'a Door,
+    window: Duration,
+    io: &'a mut UserIo,
+    shutdown: &'a mut Quit,
+}
+
+impl Chat<'_> {
+    /// One chat, from its first client until it ends: over as many
+    /// connections as the client resumes it on. Returns whether the user
+    /// asked to leave.
+    async fn serve(&mut self, first: Admitted) -> bool {
+        let token = match first.how {
+            How::New { token } | How::Replace { token } => token,
+            // A resume that reached an idle server names a chat that has
+            // ended: it is a new chat (docs/protocol.md §12.5).
+            How::Resume { .. } => return self.stale_resume(first).await,
+        };
+        self.chat(first, token).await
+    }
+
+    async fn chat(&mut self, mut client: Admitted, mut token: Token) -> bool {
+        let mut session = Session::new(Role::Server, client.idle_timeout);
+        if matches!(client.how, How::Replace { .. }) {
+            connected(&mut self.io.out, &client);
+        }
+        loop {
+            let Admitted { mut link, peer, .. } = client;
+            let mut next = None;
+            let admitted = &mut *self.admitted;
+            let replaced = async {
+                match admitted.recv().await {
+                    Some(a) => next = Some(a),
+                    None => std::future::pending().await,
+                }
+            };
+            let ended = session
+                .run(&mut link, self.io, self.shutdown, replaced)
+                .await;
+            // The last bytes of this connection (a CLOSE, the linger) finish
+            // in the background while the chat goes on or the next client
+            // is served.
+            tokio::spawn(link.finish());
+            info!(
+                peer = %peer.addr,
+                "connection ended: {}",
+                sanitize_line(&ended.disconnect.describe())
+            );
+            let arrived = if let Some(a) = next {
+                a
+            } else if ended.is_lost() && peer.version == Version::V2 && !self.window.is_zero() {
+                match self.suspend(&mut session, token, &ended.disconnect).await {
+                    Suspension::Back(a) => *a,
+                    Suspension::Over { quit } => return quit,
+                }
+            } else {
+                self.door.close(token);
+                session.end(ended.disconnect, self.io, ended.quit);
+                return ended.quit;
+            };
+            client = match self.arrive(&mut session, token, arrived) {
+                Arrival::Resumed(client) => client,
+                Arrival::Replaced(client, new) => {
+                    token = new;
+                    session = Session::new(Role::Server, client.idle_timeout);
+                    client
+                }
+            };
+        }
+    }
+
+    /// Holds the chat after its connection was lost, until its client comes
+    /// back or the window passes.
+    async fn suspend(
+        &mut self,
+        session: &mut Session,
+        token: Token,
+        why: &Disconnect,
+    ) -> Suspension {
+        self.door.suspend(token);
+        info!(window = ?self.window, "client's connection lost; holding the chat");
+        self.io.out.show_now(Shown::Suspended {
+            reason: why.describe(),
+            window: self.window,
+        });
+        let deadline = tokio::time::Instant::now() + self.window;
+        let admitted = &mut *self.admitted;
+        let back = session
+            .hold(self.io, self.shutdown, async {
+                // Past the window the chat ends, unless a client is already
+                // on its way in to resume or replace it.
+                if let Ok(a) = tokio::time::timeout_at(deadline, admitted.recv()).await {
+                    return a;
+                }
+                if self.door.end(token) {
+                    return None;
+                }
+                admitted.recv().await
+            })
+            .await;
+        match back {
+            Held::Done(Some(a)) => Suspension::Back(Box::new(a)),
+            Held::Done(None) => {
+                let reason = format!(
+                    "the client did not come back within {} s",
+                    self.window.as_secs_f64().round()
+                );
+                info!("{reason}; the chat ends");
+                session.end(Disconnect::Lost { reason }, self.io, false);
+                Suspension::Over { quit: false }
+            }
+            Held::Quit => {
+                self.door.close(token);
+                session.end(
+                    Disconnect::Local {
+                        code: close_code::GOING_AWAY,
+                        reason: "the server is shutting down".into(),
+                    },
+                    self.io,
+                    true,
+                );
+                Suspension::Over { quit: true }
+            }
+        }
+    }
+
+    /// A client came for the chat named `token`: it resumes it, or (the
+    /// same identity with a new chat) replaces it.
+    fn arrive(&mut self, session: &mut Session, token: Token, a: Admitted) -> Arrival {
+        match a.how {
+            How::Resume { below, ids } => {
+                let Admitted {
+                    mut link,
+                    peer,
+                    label,
+                    idle_timeout,
+                    ..
+                } = a;
+                self.door.resumed(token);
+                link.send_control(Frame::Welcome {
+                    token,
+                    resume_window_ms: millis(self.window),
+                    resumed: true,
+                    idle_timeout_ms: millis(idle_timeout),
+                });
+                link.send_control(session.received_frame());
+                let resumption = session.resume(&mut link, below, &ids);
+                link.flush();
+                info!(peer = %peer.addr, transport = %peer.transport, "chat resumed");
+                self.io.out.show_now(Shown::Resumed {
+                    transport: peer.transport,
+                    peer: peer.addr,
+                    resumption,
+                });
+                Arrival::Resumed(Admitted {
+                    link,
+                    peer,
+                    label,
+                    idle_timeout,
+                    how: How::Resume {
+                        below: 0,
+                        ids: Vec::new(),
+                    },
+                })
+            }
+            How::New { token: new } | How::Replace { token: new } => {
+                info!("the client started a new chat; the held one ends");
+                session.end(
+                    Disconnect::Lost {
+                        reason: "the client started a new chat".into(),
+                    },
+                    self.io,
+                    false,
+                );
+                connected(&mut self.io.out, &a);
+                Arrival::Replaced(a, new)
+            }
+        }
+    }
+
+    /// A resume that arrived once its chat had ended: answered as a new
+    /// chat, or turned away if another has begun meanwhile.
+    async fn stale_resume(&mut self, a: Admitted) -> bool {
+        let Admitted {
+            mut link,
+            peer,
+            label,
+            idle_timeout,
+            ..
+        } = a;
+        match self.door.decide(peer.fingerprint, None) {
+            Decision::New(token) | Decision::Replace(token) => {
+                link.send_control(welcome_new(token, self.window, idle_timeout));
+                link.flush();
+                let a = Admitted {
+                    link,
+                    peer,
+                    label,
+                    idle_timeout,
+                    how: How::Replace { token },
+                };
+                self.chat(a, token).await
+            }
+            Decision::Resume | Decision::Busy => {
+                tokio::spawn(RefuseLater::Link(Box::new(link)).busy());
+                false
+            }
+        }
+    }
+}
+
+enum Suspension {
+    /// A client came back for the chat (or replaced it).
+    Back(Box<Admitted>),
+    /// The chat is over; `quit`: the user asked to leave.
+    Over { quit: bool },
+}
+
+enum Arrival {
+    Resumed(Admitted),
+    /// A new chat with this token replaces the held one.
+    Replaced(Admitted, Token),
+}
+
+/// Shows a client as connected (the server loop does it for a chat that
+/// replaces a held one, after that one's end).
+fn connected(out: &mut Output, a: &Admitted) {
+    info!(peer = %a.peer.addr, "client connected");
+    out.show_now(Shown::Connected {
+        transport: a.peer.transport,
+        peer: a.peer.addr,
+        fingerprint: a.peer.fingerprint,
+        label: a.label.clone(),
+        fallback: None,
+    });
+}
+
+/// WELCOME for a new chat.
+fn welcome_new(token: Token, window: Duration, idle_timeout: Duration) -> Frame {
+    Frame::Welcome {
+        token,
+        resume_window_ms: millis(window),
+        resumed: false,
+        idle_timeout_ms: millis(idle_timeout),
+    }
 }
 
 /// What the doorman needs besides the listener.
 struct Doorman {
     admit: mpsc::Sender<Admitted>,
-    busy: Arc<AtomicBool>,
+    door: Door,
     allow: AllowList,
     /// Its own handle on the output, for the clients it turns away.
     out: Output,
     limits: Limits,
+    resume_window: Duration,
 }
 
-/// A chat/2 connection whose HELLO has come.
+/// A chat/2 connection whose HELLO (and, to resume, RECEIVED) has come.
 struct Greeted {
     link: Link,
     peer: PeerInfo,
     label: Option<String>,
     idle_timeout_ms: u64,
+    /// The chat it asks to resume, and what it received of it.
+    resume: Option<(Token, MessageId, Vec<MessageId>)>,
 }
 
 /// Decides about each handshaken peer until told to stop, then hands the
 /// listener back: refused as UNAUTHORIZED when an allow list is set and it
 /// is not on it (checked at the handshake, and before anything else, so an
 /// outsider learns nothing about whether a chat is open), refused as BUSY
-/// while a chat is open, admitted otherwise. Refusals run in their own
-/// tasks: a slow peer cannot hold up the next decision.
+/// while a chat is open or held for another client, admitted otherwise.
+/// Refusals run in their own tasks: a slow peer cannot hold up the next
+/// decision.
 async fn doorman(
     mut listener: Listener,
     mut d: Doorman,
@@ -180,15 +545,20 @@ async fn doorman(
                 let Some(conn) = conn else { break };
                 let Some((conn, label)) = d.check_allowed(conn) else { continue };
                 if conn.peer().version == Version::V1 {
-                    // A chat/1 connection is a client from its handshake on.
+                    // A chat/1 connection is a client from its handshake on:
+                    // a HELLO with an empty token.
                     let peer = conn.peer().clone();
-                    if d.is_busy(&peer) {
-                        tokio::spawn(RefuseLater::Handshaken(conn).busy());
-                        continue;
-                    }
+                    let how = match d.decide(&peer, None) {
+                        Decision::New(token) => How::New { token },
+                        Decision::Replace(token) => How::Replace { token },
+                        Decision::Resume | Decision::Busy => {
+                            tokio::spawn(RefuseLater::Handshaken(conn).busy());
+                            continue;
+                        }
+                    };
                     let link = conn.start(d.limits.clone()).await;
                     let idle_timeout = d.limits.idle_timeout;
-                    if !d.admit(link, peer, label, idle_timeout).await {
+                    if !d.admit(link, peer, label, idle_timeout, how).await {
                         break;
                     }
                     continue;
@@ -214,22 +584,28 @@ async fn doorman(
                 awaiting.push_back(evict);
             }
             Some(g) = greeted.recv() => {
-                let Greeted { mut link, peer, label, idle_timeout_ms } = g;
-                if d.is_busy(&peer) {
-                    tokio::spawn(RefuseLater::Link(Box::new(link)).busy());
-                    continue;
-                }
+                let Greeted { mut link, peer, label, idle_timeout_ms, resume } = g;
                 let idle_timeout = agreed_idle_timeout(d.limits.idle_timeout, idle_timeout_ms);
+                let token = resume.as_ref().map(|(t, ..)| *t);
+                let how = match d.decide(&peer, token) {
+                    Decision::Busy => {
+                        tokio::spawn(RefuseLater::Link(Box::new(link)).busy());
+                        continue;
+                    }
+                    // The server loop answers: it holds the chat.
+                    Decision::Resume => {
+                        let (below, ids) = resume.map(|(_, b, i)| (b, i)).unwrap_or_default();
+                        How::Resume { below, ids }
+                    }
+                    Decision::New(token) => How::New { token },
+                    Decision::Replace(token) => How::Replace { token },
+                };
                 link.set_idle_timeout(idle_timeout);
-                link.send_control(Frame::Welcome {
-                    token: new_token(),
-                    // Chats are not held after a lost connection (yet).
-                    resume_window_ms: 0,
-                    resumed: false,
-                    idle_timeout_ms: millis(d.limits.idle_timeout),
-                });
-                link.flush();
-                if !d.admit(link, peer, label, idle_timeout).await {
+                if let How::New { token } | How::Replace { token } = how {
+                    link.send_control(welcome_new(token, d.resume_window, d.limits.idle_timeout));
+                    link.flush();
+                }
+                if !d.admit(link, peer, label, idle_timeout, how).await {
                     break;
                 }
             }
@@ -286,50 +662,48 @@ impl Doorman {
         }
     }
 
-    /// Whether a chat is open (the caller turns the peer away as BUSY, and
-    /// it is reported here); if not, the server is busy from now on (the
-    /// caller admits the peer).
-    fn is_busy(&mut self, peer: &PeerInfo) -> bool {
-        if !self.busy.swap(true, Ordering::AcqRel) {
-            return false;
+    /// The door's decision about `peer`; a client turned away as BUSY is
+    /// reported here (the caller closes its connection).
+    fn decide(&mut self, peer: &PeerInfo, token: Option<Token>) -> Decision {
+        let decision = self.door.decide(peer.fingerprint, token);
+        if let Decision::Busy = decision {
+            info!(peer = %peer.addr, identity = %who(peer), "refusing a client: busy in another chat");
+            self.out.show_now(refused(peer, close_code::BUSY));
         }
-        info!(peer = %peer.addr, identity = %who(peer), "refusing a client: busy in another chat");
-        self.out.show_now(refused(peer, close_code::BUSY));
-        true
+        decision
     }
 
-    /// Shows the client as connected and hands it to the server loop;
-    /// false once that is gone. (Shown here, not by the loop, so that a
-    /// client turned away right after it is shown after it.)
+    /// Hands the client to the server loop (a new chat's client is shown
+    /// as connected here, not by the loop, so that a client turned away
+    /// right after it is shown after it); false once the loop is gone.
     async fn admit(
         &mut self,
         mut link: Link,
         peer: PeerInfo,
         label: Option<String>,
         idle_timeout: Duration,
+        how: How,
     ) -> bool {
         link.admitted();
-        info!(peer = %peer.addr, "client connected");
-        self.out.show_now(Shown::Connected {
-            transport: peer.transport,
-            peer: peer.addr,
-            fingerprint: peer.fingerprint,
-            label,
-            fallback: None,
-        });
         let client = Admitted {
             link,
             peer,
+            label,
             idle_timeout,
+            how,
         };
+        if let How::New { .. } = client.how {
+            connected(&mut self.out, &client);
+        }
         self.admit.send(client).await.is_ok()
     }
 }
 
-/// Waits for a chat/2 connection's HELLO and passes it on. A connection
-/// that closes first was never a client (a client's race loser, say) and
-/// is not reported; one that sends nothing is closed after
-/// [`HELLO_DEADLINE`] with PROTOCOL_ERROR.
+/// Waits for a chat/2 connection's HELLO (and, when it asks to resume, the
+/// RECEIVED that follows it) and passes it on. A connection that closes
+/// first was never a client (a client's race loser, say) and is not
+/// reported; one that sends nothing is closed after [`HELLO_DEADLINE`] with
+/// PROTOCOL_ERROR.
 async fn await_hello(
     conn: Handshaken,
     label: Option<String>,
@@ -342,8 +716,30 @@ async fn await_hello(
     // transports see to that): a peer silent from the start is told why it
     // is dropped.
     let mut link = conn.start(limits).await;
-    let event = tokio::select! {
-        event = tokio::time::timeout(HELLO_DEADLINE, link.next_event()) => event,
+    let opening = async {
+        let hello = tokio::time::timeout(HELLO_DEADLINE, link.next_event()).await;
+        let Ok(Event::Hello {
+            idle_timeout_ms,
+            token: Some(token),
+        }) = hello
+        else {
+            return (hello, None);
+        };
+        // A resume: its RECEIVED comes next (the transport lets nothing
+        // else through first), within its own 10 s.
+        match tokio::time::timeout(HELLO_DEADLINE, link.next_event()).await {
+            Ok(Event::Received { below, ids }) => (
+                Ok(Event::Hello {
+                    idle_timeout_ms,
+                    token: Some(token),
+                }),
+                Some((token, below, ids)),
+            ),
+            other => (other, None),
+        }
+    };
+    let (event, resume) = tokio::select! {
+        opened = opening => opened,
         why = &mut evicted => {
             let (code, reason) = match why {
                 Ok(()) => (close_code::BUSY, "too many connections are waiting to say HELLO; try again"),
@@ -364,6 +760,7 @@ async fn await_hello(
                 peer,
                 label,
                 idle_timeout_ms,
+                resume,
             };
             if let Err(mpsc::error::SendError(g)) = greeted.send(g).await {
                 g.link.finish().await;
@@ -380,8 +777,11 @@ async fn await_hello(
             link.finish().await;
         }
         Err(_) => {
-            warn!(peer = %peer.addr, "protocol error: no HELLO within {} s", HELLO_DEADLINE.as_secs());
-            let reason = format!("no HELLO within {} s", HELLO_DEADLINE.as_secs());
+            warn!(peer = %peer.addr, "protocol error: no HELLO (or RECEIVED) within {} s", HELLO_DEADLINE.as_secs());
+            let reason = format!(
+                "no HELLO (or RECEIVED) within {} s",
+                HELLO_DEADLINE.as_secs()
+            );
             link.close(close_code::PROTOCOL_ERROR, &reason).await;
             link.finish().await;
         }
@@ -409,10 +809,11 @@ fn new_token() -> Token {
     let mut t = [0u8; TOKEN_LEN];
     let provider = rustls::crypto::ring::default_provider();
     if provider.secure_random.fill(&mut t).is_err() {
-        // Without resumption (this version) the token names nothing a
-        // stranger could take over; a failing generator is still worth a
-        // line in the log.
-        warn!("the secure random generator failed; the chat's token is not random");
+        // ring's generator reads the kernel's; it does not fail on a
+        // working system. A guessable token would let anyone with the
+        // client's identity (or, for a client without one, anyone) resume
+        // the chat in its place: worth a warning.
+        warn!("the secure random generator failed; this chat's token is guessable");
     }
     Token(t)
 }

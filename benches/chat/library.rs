@@ -264,6 +264,7 @@ fn spawn_server(kind: TransportKind, setup: &Setup) -> Result<Server> {
         let config = server::Config {
             limits,
             allow: AllowList::new(Vec::new(), None),
+            resume_window: Duration::ZERO,
         };
         server::run(listener, config, io, shutdown).await;
         output.close(Duration::from_secs(5));
@@ -372,7 +373,7 @@ where
     };
     // The driver is dropped when the scenario returns: that is end of input.
     let (outcome, result) = tokio::join!(
-        session.run(&mut transport, &mut io, &mut quit),
+        session.run_once(&mut transport, &mut io, &mut quit),
         scenario(driver)
     );
     transport.finish().await;

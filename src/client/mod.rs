@@ -5,11 +5,13 @@
 //! - [`addr`]: where the server is, and its name in known_hosts;
 //! - [`trust`]: pinned fingerprint, known host, or first contact;
 //! - [`race`]: QUIC first, TCP after a head start, the first to finish wins;
-//! - [`memory`]: what is remembered about reaching each server.
+//! - [`memory`]: what is remembered about reaching each server;
+//! - [`reconnect`]: getting a lost chat back.
 
 mod addr;
 mod memory;
 mod race;
+mod reconnect;
 mod trust;
 
 use std::io::IsTerminal;
@@ -20,11 +22,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use tracing::{debug, info, warn};
 
 use crate::cli::{ChatArgs, TransportChoice};
-use crate::protocol::codec::Version;
-use crate::protocol::{Frame, close_code};
-use crate::session::{Role, Session};
+use crate::protocol::codec::{Token, Version};
+use crate::protocol::{Frame, MessageId, close_code};
+use crate::session::{Held, Role, Session};
 use crate::transport::{
-    Event, Limits, Link, PeerInfo, Transport, TransportKind, agreed_idle_timeout, millis,
+    Disconnect, Event, Limits, Link, PeerInfo, Transport, TransportKind, agreed_idle_timeout,
+    millis,
 };
 use crate::trust::identity::Identity;
 use crate::trust::tls::{self, FingerprintVerifier, ServerTrust};
@@ -34,6 +37,7 @@ use crate::ui::{self, Quit, UserIo};
 pub use addr::{host_key, resolve};
 use memory::{Key, Memory};
 use race::{AttemptError, Failure, Plan, Won};
+use reconnect::{Reconnected, Redial};
 use trust::{Trust, TrustSource};
 
 /// How long the output may go without taking anything before the client
@@ -91,6 +95,7 @@ async fn connect_and_chat(
         addrs,
         delay: known.delay(),
         together: args.transport == TransportChoice::Auto && known.together(),
+        timeout: race::CONNECT_TIMEOUT,
     };
     let announce = |kind: TransportKind, addr| {
         info!(%addr, transport = %kind, "connecting");
@@ -137,7 +142,16 @@ async fn connect_and_chat(
         }
         _ => won,
     };
-    chat(args, &limits, won, io, &mut quit).await
+    // A lost chat is got back from the same server only: its certificate
+    // is pinned from now on, however it was trusted.
+    let tls = match won.peer.fingerprint {
+        Some(fp) => {
+            tls::client_config(FingerprintVerifier::new(ServerTrust::Pinned(fp)), Some(&me))?
+        }
+        None => config,
+    };
+    let redial = Redial::new(plan, tls, limits);
+    chat(args, &redial, won, io, &mut quit).await
 }
 
 /// A server seen for the first time: the user (or `--accept-new`) decides
@@ -229,31 +243,33 @@ fn unreachable(args: &ChatArgs, failures: &[Failure]) -> anyhow::Error {
 }
 
 /// The chat on the connection that won: chat/2's HELLO and WELCOME, then
-/// the session.
+/// the session, over as many connections as it takes (docs/protocol.md
+/// §12.5).
 async fn chat(
     args: &ChatArgs,
-    limits: &Limits,
+    redial: &Redial,
     won: Won,
     io: &mut Option<Io>,
     quit: &mut Quit,
 ) -> Result<u8> {
     let Won {
         mut link,
-        peer,
+        mut peer,
         fallback,
         ..
     } = won;
+    let limits = &redial.limits;
     let (io, _) = io.get_or_insert_with(|| ui::stdio(args.json, false, quit));
     let opened = tokio::select! {
-        opened = open(&mut link, &peer, limits) => opened,
+        opened = open(&mut link, &peer, limits, None) => opened,
         () = quit.wait() => {
             link.close(close_code::NO_ERROR, "the client left").await;
             link.finish().await;
             bail!("interrupted while opening the chat with {}", peer.addr);
         }
     };
-    let idle_timeout = match opened {
-        Ok(idle) => idle,
+    let mut opened = match opened {
+        Ok(opened) => opened,
         Err(Refused(why)) => {
             // Turned away before the chat began (BUSY, UNAUTHORIZED, …).
             io.out.show_now(Shown::Disconnected {
@@ -264,6 +280,90 @@ async fn chat(
             return Ok(1);
         }
     };
+    connected(io, &peer, fallback);
+    let mut session = Session::new(Role::Client, opened.idle_timeout);
+    loop {
+        let ended = session
+            .run(&mut link, io, quit, std::future::pending())
+            .await;
+        let resume = match &opened.token {
+            Some(token)
+                if !ended.quit
+                    && !args.no_reconnect
+                    && !opened.window.is_zero()
+                    && reconnect::resumable(&ended.disconnect) =>
+            {
+                Resume {
+                    token: *token,
+                    received: session.received_frame(),
+                }
+            }
+            _ => {
+                link.finish().await;
+                let normal = ended.disconnect.is_normal();
+                session.end(ended.disconnect, io, ended.quit);
+                return Ok(if normal { 0 } else { 1 });
+            }
+        };
+        // A lost connection's last work is bounded but may take a moment;
+        // it must not delay getting the chat back.
+        tokio::spawn(link.finish());
+        let deadline = tokio::time::Instant::now() + opened.window;
+        let back = session
+            .hold(
+                io,
+                quit,
+                reconnect::reconnect(redial, resume, &ended.disconnect, deadline, io.out.clone()),
+            )
+            .await;
+        let (new_link, new_peer, new_opened) = match back {
+            Held::Done(Reconnected::Back(back)) => *back,
+            Held::Done(Reconnected::GaveUp(why)) => {
+                session.end(why, io, false);
+                return Ok(1);
+            }
+            Held::Quit => {
+                let why = Disconnect::Local {
+                    code: close_code::NO_ERROR,
+                    reason: "the client left".into(),
+                };
+                session.end(why, io, true);
+                return Ok(0);
+            }
+        };
+        (link, peer, opened) = (new_link, new_peer, new_opened);
+        match &opened.resumed {
+            Some((below, ids)) => {
+                let resumption = session.resume(&mut link, *below, ids);
+                link.flush();
+                info!(transport = %peer.transport, "chat resumed");
+                io.out.show_now(Shown::Resumed {
+                    transport: peer.transport,
+                    peer: peer.addr,
+                    resumption,
+                });
+            }
+            None => {
+                // The server no longer holds the chat (it restarted, or the
+                // window passed as it counts): what was not confirmed may
+                // or may not have arrived. A new chat begins.
+                session.end(
+                    Disconnect::Lost {
+                        reason: "the server no longer holds the chat (restarted?); a new chat \
+                                 begins"
+                            .into(),
+                    },
+                    io,
+                    false,
+                );
+                connected(io, &peer, None);
+                session = Session::new(Role::Client, opened.idle_timeout);
+            }
+        }
+    }
+}
+
+fn connected(io: &mut UserIo, peer: &PeerInfo, fallback: Option<String>) {
     io.out.show_now(Shown::Connected {
         transport: peer.transport,
         peer: peer.addr,
@@ -271,50 +371,123 @@ async fn chat(
         label: None,
         fallback,
     });
-    let mut session = Session::new(Role::Client, idle_timeout);
-    let outcome = session.run(&mut link, io, quit).await;
-    link.finish().await;
-    Ok(if outcome.disconnect.is_normal() { 0 } else { 1 })
 }
 
 /// The server did not let the chat begin, and why.
-struct Refused(crate::transport::Disconnect);
+struct Refused(Disconnect);
 
-/// Opens the chat: on chat/2, HELLO, then the server's WELCOME (or its
-/// refusal). Returns the idle timeout agreed with the server.
-async fn open(link: &mut Link, peer: &PeerInfo, limits: &Limits) -> Result<Duration, Refused> {
+/// A chat to resume: its token, and our RECEIVED for it.
+struct Resume {
+    token: Token,
+    received: Frame,
+}
+
+/// What the opening of a chat settled.
+struct Opened {
+    /// The idle timeout agreed with the server.
+    idle_timeout: Duration,
+    /// chat/2: the chat's token, to resume it.
+    token: Option<Token>,
+    /// How long the server holds the chat after a lost connection.
+    window: Duration,
+    /// A resume the server accepted: its RECEIVED.
+    resumed: Option<(MessageId, Vec<MessageId>)>,
+}
+
+/// Opens the chat: on chat/2, HELLO (with the token and our RECEIVED, to
+/// resume one), then the server's WELCOME (and, when it resumes, its
+/// RECEIVED), or its refusal.
+async fn open(
+    link: &mut Link,
+    peer: &PeerInfo,
+    limits: &Limits,
+    resume: Option<&Resume>,
+) -> Result<Opened, Refused> {
     if peer.version == Version::V1 {
-        return Ok(limits.idle_timeout);
+        return Ok(Opened {
+            idle_timeout: limits.idle_timeout,
+            token: None,
+            window: Duration::ZERO,
+            resumed: None,
+        });
     }
     link.send_control(Frame::Hello {
         idle_timeout_ms: millis(limits.idle_timeout),
-        token: None,
+        token: resume.map(|r| r.token),
     });
+    if let Some(r) = resume {
+        link.send_control(r.received.clone());
+    }
     link.flush();
+    let violation = |reason: String| Disconnect::Violation { reason };
+    let (token, window, resumed, idle) = match next_within(link, "WELCOME").await? {
+        Event::Welcome {
+            token,
+            resume_window_ms,
+            resumed,
+            idle_timeout_ms,
+        } => (
+            token,
+            Duration::from_millis(resume_window_ms),
+            resumed,
+            agreed_idle_timeout(limits.idle_timeout, idle_timeout_ms),
+        ),
+        Event::Closed(why) => return Err(Refused(why)),
+        _ => {
+            return Err(refuse(
+                link,
+                violation("the server sent something before WELCOME".into()),
+            )
+            .await);
+        }
+    };
+    if resumed && resume.is_none() {
+        let why = violation("WELCOME resumes a chat that was never asked for".into());
+        return Err(refuse(link, why).await);
+    }
+    link.set_idle_timeout(idle);
+    let resumed = if resumed {
+        match next_within(link, "RECEIVED").await? {
+            Event::Received { below, ids } => Some((below, ids)),
+            Event::Closed(why) => return Err(Refused(why)),
+            _ => {
+                return Err(refuse(
+                    link,
+                    violation("RECEIVED must follow a resume's WELCOME".into()),
+                )
+                .await);
+            }
+        }
+    } else {
+        None
+    };
+    debug!(?idle, resumed = resumed.is_some(), "chat/2: welcomed");
+    Ok(Opened {
+        idle_timeout: idle,
+        token: Some(token),
+        window,
+        resumed,
+    })
+}
+
+/// The next event, within the 10 s the server has for its opening frames.
+async fn next_within(link: &mut Link, what: &str) -> Result<Event, Refused> {
     match tokio::time::timeout(WELCOME_DEADLINE, link.next_event()).await {
-        Ok(Event::Welcome {
-            idle_timeout_ms, ..
-        }) => {
-            let idle = agreed_idle_timeout(limits.idle_timeout, idle_timeout_ms);
-            link.set_idle_timeout(idle);
-            debug!(?idle, "chat/2: welcomed");
-            Ok(idle)
-        }
-        Ok(Event::Closed(why)) => Err(Refused(why)),
-        Ok(_) => {
-            let reason = "the server sent something before WELCOME";
-            link.close(close_code::PROTOCOL_ERROR, reason).await;
-            Err(Refused(crate::transport::Disconnect::Violation {
-                reason: reason.into(),
-            }))
-        }
+        Ok(event) => Ok(event),
         Err(_) => {
-            let reason = format!("no WELCOME within {} s", WELCOME_DEADLINE.as_secs());
+            let reason = format!("no {what} within {} s", WELCOME_DEADLINE.as_secs());
             warn!("protocol error: {}", sanitize_line(&reason));
-            link.close(close_code::PROTOCOL_ERROR, &reason).await;
-            Err(Refused(crate::transport::Disconnect::Violation { reason }))
+            Err(refuse(link, Disconnect::Violation { reason }).await)
         }
     }
+}
+
+/// Closes `link` for a protocol error, and says why.
+async fn refuse(link: &mut Link, why: Disconnect) -> Refused {
+    if let Disconnect::Violation { reason } = &why {
+        link.close(close_code::PROTOCOL_ERROR, reason).await;
+    }
+    Refused(why)
 }
 
 /// The client's own identity, created in its home on first use.

@@ -31,6 +31,9 @@ pub(super) struct Plan {
     /// Start TCP together with QUIC: QUIC did not answer on this network
     /// recently.
     pub together: bool,
+    /// How long one attempt may take ([`CONNECT_TIMEOUT`] for a first
+    /// connection).
+    pub timeout: Duration,
 }
 
 /// The attempt that won.
@@ -56,7 +59,7 @@ pub(super) struct Failure {
 
 #[derive(Debug)]
 pub(super) enum AttemptError {
-    /// No answer within [`CONNECT_TIMEOUT`] (or before the race gave up).
+    /// No answer within the plan's timeout (or before the race gave up).
     NoAnswer,
     /// TCP: nothing listens there.
     Refused,
@@ -131,15 +134,13 @@ pub(super) async fn race(
         let now = Instant::now();
         if next < list.len() && (tasks.is_empty() || now >= next_due) {
             let (kind, addr) = list[next];
-            let (tls, limits) = (tls.clone(), limits.clone());
+            let (tls, limits, timeout) = (tls.clone(), limits.clone(), plan.timeout);
             let index = next;
             let handle = tasks.spawn(async move {
                 let t0 = Instant::now();
-                let result = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    transport::connect(kind, addr, tls, &limits),
-                )
-                .await;
+                let result =
+                    tokio::time::timeout(timeout, transport::connect(kind, addr, tls, &limits))
+                        .await;
                 let result = match result {
                     Ok(Ok(won)) => Ok(won),
                     Ok(Err(e)) => Err(classify(&e)),
@@ -330,6 +331,7 @@ mod tests {
             addrs: vec![a("[::1]:7"), a("127.0.0.1:7")],
             delay: Duration::from_millis(250),
             together: false,
+            timeout: CONNECT_TIMEOUT,
         };
         assert_eq!(
             attempts(&plan),

@@ -31,6 +31,24 @@ impl ReceivedIds {
             .is_some_and(|(_, &end)| id < end)
     }
 
+    /// What a RECEIVED frame says of this set (docs/protocol.md §12.6):
+    /// every id below `below` is in it, and so is each of `ids` (above
+    /// `below`, increasing). At most `max_ids` are listed: a peer that
+    /// skipped ids on purpose cannot make the frame grow without bound
+    /// (ours never leaves more than 1,024 messages unconfirmed).
+    pub fn summary(&self, max_ids: usize) -> (u64, Vec<u64>) {
+        let mut ranges = self.ranges.iter().peekable();
+        let below = match ranges.peek() {
+            Some(&(&0, &end)) => {
+                ranges.next();
+                end
+            }
+            _ => 0,
+        };
+        let ids = ranges.flat_map(|(&s, &e)| s..e).take(max_ids).collect();
+        (below, ids)
+    }
+
     /// Records `id` as received.
     pub fn insert(&mut self, id: u64) -> Result<(), Refused> {
         if self.contains(id) {
@@ -80,6 +98,20 @@ mod tests {
         assert_eq!(r.ranges.len(), 1);
         assert_eq!(r.insert(3), Err(Refused::Duplicate));
         assert!(!r.contains(6));
+    }
+
+    #[test]
+    fn summary_lists_what_is_above_the_first_gap() {
+        let mut r = ReceivedIds::default();
+        assert_eq!(r.summary(10), (0, vec![]));
+        for id in [0, 1, 2, 5, 7, 8] {
+            r.insert(id).unwrap();
+        }
+        assert_eq!(r.summary(10), (3, vec![5, 7, 8]));
+        assert_eq!(r.summary(2), (3, vec![5, 7]));
+        let mut late = ReceivedIds::default();
+        late.insert(4).unwrap();
+        assert_eq!(late.summary(10), (0, vec![4]));
     }
 
     #[test]

@@ -1,23 +1,31 @@
 //! One chat: its state, and the loop that drives it over a connection.
 //!
 //! A [`Session`] owns what a chat is: the numbering of outgoing messages,
-//! the ones not yet confirmed with the moment each was handed to the
-//! transport, the ids received, the statistics. It is not the connection
-//! that carries it: [`Session::run`] drives it over one connection until
-//! that ends, and the session is still there afterwards (so that a later
-//! version can hand it a new connection and go on). It knows nothing about
-//! sockets, only the [`Transport`] trait, which is what lets it be
-//! unit-tested against an in-memory transport; and nothing about terminals,
-//! only [`UserIo`].
+//! the ones not yet confirmed (with their bodies and the moment each was
+//! handed to the transport), the ids received, the statistics. It is not
+//! the connection that carries it: [`Session::run`] drives it over one
+//! connection until that ends, and the session is still there afterwards.
+//! On chat/2 a lost connection does not end the chat (docs/protocol.md
+//! §12.4–§12.5): [`Session::hold`] keeps taking the user's messages while
+//! there is none, and [`Session::resume`] goes on over the next one —
+//! what the peer's RECEIVED covers is confirmed, the rest sent again in id
+//! order. [`Session::end`] reports the end and what was never confirmed.
+//!
+//! It knows nothing about sockets, only the [`Transport`] trait, which is
+//! what lets it be unit-tested against an in-memory transport; and nothing
+//! about terminals, only [`UserIo`].
 
 mod stats;
 pub mod unconfirmed;
 
+use std::future::Future;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::protocol::codec::Frame;
 use crate::protocol::received::ReceivedIds;
 use crate::protocol::{MessageId, close_code};
 use crate::transport::{Disconnect, Event, Transport};
@@ -34,6 +42,45 @@ pub enum Role {
     Server,
     /// End of input waits for acknowledgements, then closes with NO_ERROR.
     Client,
+}
+
+/// Most ids a RECEIVED frame of ours lists above its `below`: far more than
+/// a peer of ours leaves unconfirmed (1,024), and within a frame's size.
+const MAX_RECEIVED_IDS: usize = 1 << 16;
+
+/// How one connection of the chat ended (the chat itself may go on).
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub disconnect: Disconnect,
+    /// The user asked to leave (Ctrl-C, /quit).
+    pub quit: bool,
+}
+
+impl Ended {
+    /// Whether the connection was lost rather than closed by either side:
+    /// on chat/2 the chat may resume.
+    pub fn is_lost(&self) -> bool {
+        !self.quit && matches!(self.disconnect, Disconnect::Lost { .. })
+    }
+}
+
+/// What [`Session::hold`] ended with.
+pub enum Held<T> {
+    /// The user asked to leave.
+    Quit,
+    /// What the caller waited for.
+    Done(T),
+}
+
+/// What a resume did with the unconfirmed messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resumption {
+    /// Sent before and not covered by the peer's RECEIVED: sent again.
+    pub resent: Vec<MessageId>,
+    /// Covered by the peer's RECEIVED: confirmed, with no round-trip time.
+    pub confirmed: Vec<MessageId>,
+    /// Typed while there was no connection: sent now for the first time.
+    pub held: Vec<MessageId>,
 }
 
 /// How a chat ended.
@@ -102,14 +149,19 @@ impl Session {
         }
     }
 
-    /// Runs the chat over `link` until either side ends it, or the user
-    /// leaves (`quit`).
+    /// Runs the chat over `link` until either side ends it, the user
+    /// leaves (`quit`), or `replaced` resolves (the client resumed the chat
+    /// on another connection: this one is closed with REPLACED). Reports
+    /// nothing about the end: the caller decides whether the chat is over
+    /// ([`Session::end`]) or held for a resume.
     pub async fn run<T: Transport>(
         &mut self,
         link: &mut T,
         io: &mut UserIo,
         quit: &mut Quit,
-    ) -> Outcome {
+        replaced: impl Future<Output = ()>,
+    ) -> Ended {
+        let mut replaced = std::pin::pin!(replaced);
         // Whether anything may wait in a buffer (the link's or the
         // output's): it is written out whenever nothing else is ready.
         let mut flushed = true;
@@ -121,6 +173,11 @@ impl Session {
                     // Leaving wins over everything else that is ready.
                     biased;
                     () = quit.wait() => self.leave(),
+                    () = &mut replaced => Step::close(
+                        close_code::REPLACED,
+                        "the client resumed this chat on another connection",
+                        false,
+                    ),
                     event = link.next_event() => self.on_event(event, link, io),
                     // Still read while leaving: /quit or Ctrl-C must work
                     // during the wait, and a line typed then must be
@@ -157,10 +214,15 @@ impl Session {
                 } => {
                     io.out.flush();
                     link.close(code, &reason).await;
-                    let d = report.unwrap_or(Disconnect::Local { code, reason });
-                    return self.end(d, io, quit);
+                    let disconnect = report.unwrap_or(Disconnect::Local { code, reason });
+                    return Ended { disconnect, quit };
                 }
-                Step::Ended(d) => return self.end(d, io, false),
+                Step::Ended(disconnect) => {
+                    return Ended {
+                        disconnect,
+                        quit: false,
+                    };
+                }
             }
         }
     }
@@ -199,14 +261,26 @@ impl Session {
                 Some(_) => io.out.show(Shown::Rejected { id, code, reason }),
                 None => debug!(id, "ignoring REJECT for a message not outstanding"),
             },
-            // Handled before the chat starts; the transport lets neither
-            // come twice.
-            Event::Hello { .. } | Event::Welcome { .. } => {
+            // Handled before the chat starts (a RECEIVED, by `resume`); the
+            // transport lets none of them come twice.
+            Event::Hello { .. } | Event::Welcome { .. } | Event::Received { .. } => {
                 debug!("ignoring an opening frame during the chat");
             }
             Event::Closed(d) => return Step::Ended(d),
         }
         Step::Continue
+    }
+
+    /// Runs the chat over `link` alone and reports its end: a chat that is
+    /// never resumed (chat/1, or a resume window of zero).
+    pub async fn run_once<T: Transport>(
+        &mut self,
+        link: &mut T,
+        io: &mut UserIo,
+        quit: &mut Quit,
+    ) -> Outcome {
+        let ended = self.run(link, io, quit, std::future::pending()).await;
+        self.end(ended.disconnect, io, ended.quit)
     }
 
     /// The user did something (`None`: input is closed).
@@ -216,6 +290,20 @@ impl Session {
         link: &mut T,
         io: &mut UserIo,
     ) -> Step {
+        if let Some((id, body)) = self.take_input(input, io, true) {
+            link.send(id, body);
+        }
+        Step::Continue
+    }
+
+    /// Numbers, keeps and shows a message the user typed (returned, to be
+    /// handed to the transport when `transmit`), or handles a command.
+    fn take_input(
+        &mut self,
+        input: Option<UserInput>,
+        io: &mut UserIo,
+        transmit: bool,
+    ) -> Option<(MessageId, Bytes)> {
         match input {
             Some(UserInput::Message(_)) if self.leaving_by.is_some() => {
                 io.out
@@ -224,13 +312,13 @@ impl Session {
             Some(UserInput::Message(body)) => {
                 let id = self.next_id;
                 self.next_id += 1;
-                self.unconfirmed.insert(id, body.len());
+                self.unconfirmed.insert(id, body.clone(), transmit);
                 io.out.show(Shown::Sent {
                     id,
                     body: body.clone(),
                 });
-                link.send(id, body);
                 self.stats.sent += 1;
+                return transmit.then_some((id, body));
             }
             Some(UserInput::Stats) => io.out.info(self.stats.summary()),
             Some(UserInput::Invalid(why)) => io.out.error(why),
@@ -253,7 +341,75 @@ impl Session {
                 }
             }
         }
-        Step::Continue
+        None
+    }
+
+    /// Holds the chat while it has no connection, until `until` resolves
+    /// or the user leaves: messages typed meanwhile are numbered in the
+    /// session, shown as sent and kept, to go out after a resume.
+    pub async fn hold<F: Future>(
+        &mut self,
+        io: &mut UserIo,
+        quit: &mut Quit,
+        until: F,
+    ) -> Held<F::Output> {
+        let mut until = std::pin::pin!(until);
+        loop {
+            tokio::select! {
+                biased;
+                () = quit.wait() => return Held::Quit,
+                done = &mut until => return Held::Done(done),
+                input = io.input.recv(), if io.input_open && self.unconfirmed.has_room() => {
+                    self.take_input(input, io, false);
+                    io.out.flush();
+                }
+            }
+        }
+    }
+
+    /// Our RECEIVED for a resume: which of the peer's messages we accepted.
+    pub fn received_frame(&self) -> Frame {
+        let (below, ids) = self.received.summary(MAX_RECEIVED_IDS);
+        Frame::Received { below, ids }
+    }
+
+    /// Goes on over a new connection, given the peer's RECEIVED
+    /// (docs/protocol.md §12.5): every unconfirmed message it covers is
+    /// confirmed (its acknowledgement was lost), every other one is sent
+    /// again with its id, in id order, before anything new.
+    pub fn resume<T: Transport>(
+        &mut self,
+        link: &mut T,
+        below: MessageId,
+        ids: &[MessageId],
+    ) -> Resumption {
+        let mut r = Resumption::default();
+        let now = Instant::now();
+        for (id, sent) in self.unconfirmed.iter_mut() {
+            if id < below || ids.binary_search(&id).is_ok() {
+                r.confirmed.push(id);
+                continue;
+            }
+            if sent.transmitted {
+                r.resent.push(id);
+            } else {
+                r.held.push(id);
+            }
+            sent.at = now;
+            sent.transmitted = true;
+            link.send(id, sent.body.clone());
+        }
+        for &id in &r.confirmed {
+            self.unconfirmed.remove(id);
+        }
+        self.stats.on_resume += r.confirmed.len() as u64;
+        self.stats.resumes += 1;
+        // A client that is leaving waits for its acknowledgements afresh
+        // over the new connection.
+        if let Some(by) = self.leaving_by.as_mut() {
+            *by = now + self.ack_wait;
+        }
+        r
     }
 
     /// The user leaves: a client ends the chat, a server goes away.
@@ -266,8 +422,13 @@ impl Session {
         }
     }
 
+    /// Whether the chat has messages not yet confirmed.
+    pub fn has_unconfirmed(&self) -> bool {
+        !self.unconfirmed.is_empty()
+    }
+
     /// Reports the end of the chat and every message never confirmed.
-    fn end(&mut self, d: Disconnect, io: &mut UserIo, quit: bool) -> Outcome {
+    pub fn end(&mut self, d: Disconnect, io: &mut UserIo, quit: bool) -> Outcome {
         let unacked = self.unconfirmed.ids();
         io.out.show_now(Shown::Disconnected {
             why: d.clone(),
@@ -375,7 +536,9 @@ mod tests {
         role: Role,
         ack_wait: Duration,
     ) -> Outcome {
-        Session::new(role, ack_wait).run(transport, io, quit).await
+        Session::new(role, ack_wait)
+            .run_once(transport, io, quit)
+            .await
     }
 
     struct Harness {
@@ -647,5 +810,138 @@ mod tests {
         let out = h.run(Role::Server, Duration::from_secs(5)).await;
         assert!(out.unacked.is_empty());
         assert!(h.screen_has("rejected 0 1"));
+    }
+
+    #[tokio::test]
+    async fn resume_confirms_what_the_peer_received_and_resends_the_rest_in_order() {
+        let mut h = harness();
+        let mut session = Session::new(Role::Client, Duration::from_secs(5));
+        for m in ["a", "bb", "ccc", "dddd"] {
+            h.user.send(msg(m)).await.unwrap();
+        }
+        h.peer
+            .send(Event::Message {
+                id: 0,
+                body: Bytes::from_static(b"in").into(),
+            })
+            .unwrap();
+        let peer = h.peer.clone();
+        let wire = h.wire.clone();
+        tokio::spawn(async move {
+            while wire
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with("send"))
+                .count()
+                < 4
+            {
+                tokio::task::yield_now().await;
+            }
+            peer.send(Event::Ack { id: 0 }).unwrap();
+            peer.send(Event::Closed(Disconnect::Lost {
+                reason: "gone".into(),
+            }))
+            .unwrap();
+        });
+        let ended = session
+            .run(
+                &mut h.transport,
+                &mut h.io,
+                &mut h.quit,
+                std::future::pending(),
+            )
+            .await;
+        assert!(ended.is_lost());
+        // While there is no connection, a typed line is numbered and kept.
+        h.user.send(msg("eeeee")).await.unwrap();
+        let screen = h.screen.clone();
+        let typed = async move {
+            while !screen.lock().unwrap().iter().any(|l| l == "sent 4 5") {
+                tokio::task::yield_now().await;
+            }
+        };
+        assert!(matches!(
+            session.hold(&mut h.io, &mut h.quit, typed).await,
+            Held::Done(())
+        ));
+        assert_eq!(
+            session.received_frame(),
+            Frame::Received {
+                below: 1,
+                ids: vec![]
+            }
+        );
+        h.wire.lock().unwrap().clear();
+        // The peer had 1 and 3 (their acks were lost), not 2.
+        let r = session.resume(&mut h.transport, 0, &[1, 3]);
+        assert_eq!(
+            r,
+            Resumption {
+                resent: vec![2],
+                confirmed: vec![1, 3],
+                held: vec![4],
+            }
+        );
+        assert_eq!(*h.wire.lock().unwrap(), vec!["send 2 3", "send 4 5"]);
+        assert!(session.has_unconfirmed());
+        let out = session.end(Disconnect::Lost { reason: "x".into() }, &mut h.io, false);
+        assert_eq!(out.unacked, vec![2, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_message_received_twice_across_connections_is_a_protocol_error() {
+        let mut h = harness();
+        let mut session = Session::new(Role::Server, Duration::from_secs(5));
+        let body = || Event::Message {
+            id: 0,
+            body: Bytes::from_static(b"once").into(),
+        };
+        h.peer.send(body()).unwrap();
+        h.peer
+            .send(Event::Closed(Disconnect::Lost {
+                reason: "gone".into(),
+            }))
+            .unwrap();
+        let first = session
+            .run(
+                &mut h.transport,
+                &mut h.io,
+                &mut h.quit,
+                std::future::pending(),
+            )
+            .await;
+        assert!(first.is_lost());
+        h.peer.send(body()).unwrap();
+        let second = session
+            .run(
+                &mut h.transport,
+                &mut h.io,
+                &mut h.quit,
+                std::future::pending(),
+            )
+            .await;
+        assert!(matches!(second.disconnect, Disconnect::Violation { .. }));
+        assert_eq!(
+            h.screen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| *l == "message 0 once")
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replaced_connection_is_closed_with_replaced() {
+        let mut h = harness();
+        let mut session = Session::new(Role::Server, Duration::from_secs(5));
+        let ended = session
+            .run(&mut h.transport, &mut h.io, &mut h.quit, async {})
+            .await;
+        assert_eq!(ended.disconnect.code(), Some(close_code::REPLACED));
+        assert!(!ended.is_lost());
+        assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 5");
     }
 }

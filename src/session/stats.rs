@@ -9,6 +9,10 @@ use crate::ui::plain::format_rtt;
 pub(crate) struct Stats {
     pub sent: u64,
     pub received: u64,
+    /// Messages confirmed by a resume's RECEIVED (no round-trip time).
+    pub on_resume: u64,
+    /// Connections the chat went on over after a lost one.
+    pub resumes: u64,
     rtts: Vec<Duration>,
 }
 
@@ -22,8 +26,14 @@ impl Stats {
             "this chat: {} sent, {} received, {} confirmed",
             self.sent,
             self.received,
-            self.rtts.len()
+            self.rtts.len() as u64 + self.on_resume
         );
+        if self.resumes > 0 {
+            s.push_str(&format!(
+                " ({} on resume); resumed {} time(s)",
+                self.on_resume, self.resumes
+            ));
+        }
         if !self.rtts.is_empty() {
             self.rtts.sort_unstable();
             let at = |q: f64| {

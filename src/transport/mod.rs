@@ -56,13 +56,19 @@ pub enum Event {
         resumed: bool,
         idle_timeout_ms: u64,
     },
+    /// chat/2, in a resume: the peer has accepted every message of ours
+    /// below `below`, and each of `ids` (docs/protocol.md §12.6).
+    Received {
+        below: MessageId,
+        ids: Vec<MessageId>,
+    },
     /// The connection is over; no further events follow.
     Closed(Disconnect),
 }
 
 impl Event {
-    /// The event a control frame carries: ACK, REJECT, HELLO or WELCOME
-    /// (the same on both transports); `None` for any other frame.
+    /// The event a control frame carries: ACK, REJECT, HELLO, WELCOME or
+    /// RECEIVED (the same on both transports); `None` for any other frame.
     pub(crate) fn of_control(frame: Frame) -> Option<Event> {
         Some(match frame {
             Frame::Ack { id } => Event::Ack { id },
@@ -89,6 +95,7 @@ impl Event {
                 resumed,
                 idle_timeout_ms,
             },
+            Frame::Received { below, ids } => Event::Received { below, ids },
             _ => return None,
         })
     }
@@ -115,43 +122,65 @@ impl Side {
 }
 
 /// Where a connection stands with chat/2's opening frames (docs/protocol.md
-/// §12.3): before HELLO (at a server) or WELCOME (at a client) only PING,
-/// CLOSE and unknown frames may come; that frame comes once.
+/// §12.3, §12.6): before HELLO (at a server) or WELCOME (at a client) only
+/// PING, CLOSE and unknown frames may come; that frame comes once. When it
+/// opens a resume (HELLO with a token, WELCOME with `resumed` = 1), only
+/// PARTIAL, PING, CLOSE and unknown frames may come until the peer's
+/// RECEIVED; RECEIVED and PARTIAL are refused anywhere else.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Opening {
-    /// The type still expected first, until it has come.
-    expect: Option<u64>,
-    /// The type that is never welcome (again): the other side's, or the
-    /// expected one once it came.
+    stage: Stage,
     side: Side,
     version: Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The peer's opening frame (of this type) has not come yet.
+    Expect(u64),
+    /// A resume: the peer's RECEIVED has not come yet.
+    Resume,
+    /// Messages may flow.
+    Open,
 }
 
 impl Opening {
     pub fn new(version: Version, side: Side) -> Self {
         Opening {
-            expect: side.first_from_peer(version),
+            stage: side
+                .first_from_peer(version)
+                .map_or(Stage::Open, Stage::Expect),
             side,
             version,
         }
     }
 
-    /// Whether the opening frame has come (always, on chat/1).
+    /// Whether messages may flow: the opening (and, in a resume, the
+    /// peer's RECEIVED) has come; always, on chat/1.
     pub fn is_open(&self) -> bool {
-        self.expect.is_none()
+        self.stage == Stage::Open
     }
 
     /// Checks `frame` against the rules; `Err` is a protocol violation.
-    /// `Ok(true)` for the opening frame itself.
+    /// `Ok(true)` when this frame opens the connection for messages.
     pub fn check(&mut self, frame: &Frame) -> Result<bool, String> {
         let opening = matches!(frame, Frame::Hello { .. } | Frame::Welcome { .. });
-        match (self.expect, frame) {
+        let resuming = matches!(
+            frame,
+            Frame::Hello { token: Some(_), .. } | Frame::Welcome { resumed: true, .. }
+        );
+        match (self.stage, frame) {
             (_, Frame::Ping | Frame::Unknown { .. } | Frame::Close { .. }) => Ok(false),
-            (Some(ty), f) if f.ty() == ty => {
-                self.expect = None;
-                Ok(true)
+            (Stage::Expect(ty), f) if f.ty() == ty => {
+                if resuming {
+                    self.stage = Stage::Resume;
+                    Ok(false)
+                } else {
+                    self.stage = Stage::Open;
+                    Ok(true)
+                }
             }
-            (Some(ty), f) => Err(format!(
+            (Stage::Expect(ty), f) => Err(format!(
                 "{} frame before {}",
                 f.name(),
                 if ty == frame_type::HELLO {
@@ -160,11 +189,20 @@ impl Opening {
                     "WELCOME"
                 }
             )),
-            (None, f) if opening => Err(match self.side.first_from_peer(self.version) {
+            (Stage::Resume, Frame::Partial { .. }) => Ok(false),
+            (Stage::Resume, Frame::Received { .. }) => {
+                self.stage = Stage::Open;
+                Ok(true)
+            }
+            (Stage::Resume, f) => Err(format!("{} frame before RECEIVED in a resume", f.name())),
+            (Stage::Open, f) if opening => Err(match self.side.first_from_peer(self.version) {
                 Some(ty) if ty == f.ty() => format!("a second {}", f.name()),
                 _ => format!("{} frame from the wrong side", f.name()),
             }),
-            (None, _) => Ok(false),
+            (Stage::Open, f @ (Frame::Received { .. } | Frame::Partial { .. })) => {
+                Err(format!("{} outside a resume", f.name()))
+            }
+            (Stage::Open, _) => Ok(false),
         }
     }
 }
@@ -363,6 +401,65 @@ pub trait Transport: Send + 'static {
     /// keeps a reset from destroying it, a CONNECTION_CLOSE leaving. Call it
     /// instead of dropping the transport where the process goes on or exits.
     fn finish(self) -> impl Future<Output = ()> + Send;
+}
+
+#[cfg(test)]
+mod opening_tests {
+    use super::*;
+
+    fn hello(token: Option<Token>) -> Frame {
+        Frame::Hello {
+            idle_timeout_ms: 0,
+            token,
+        }
+    }
+
+    fn received() -> Frame {
+        Frame::Received {
+            below: 0,
+            ids: vec![],
+        }
+    }
+
+    fn ack() -> Frame {
+        Frame::Ack { id: 0 }
+    }
+
+    #[test]
+    fn a_resume_is_open_only_after_the_peers_received() {
+        let mut o = Opening::new(Version::V2, Side::Server);
+        assert_eq!(o.check(&hello(Some(Token([7; 16])))), Ok(false));
+        assert!(!o.is_open());
+        assert_eq!(o.check(&Frame::Partial { id: 1, held: 5 }), Ok(false));
+        assert_eq!(o.check(&Frame::Ping), Ok(false));
+        assert!(o.check(&ack()).is_err(), "only PARTIAL before RECEIVED");
+        let mut o = Opening::new(Version::V2, Side::Server);
+        o.check(&hello(Some(Token([7; 16])))).unwrap();
+        assert_eq!(o.check(&received()), Ok(true));
+        assert!(o.is_open());
+        assert!(o.check(&received()).is_err(), "a second RECEIVED");
+        assert!(o.check(&hello(None)).is_err(), "a second HELLO");
+    }
+
+    #[test]
+    fn received_and_partial_outside_a_resume_are_errors() {
+        let mut o = Opening::new(Version::V2, Side::Server);
+        assert_eq!(o.check(&hello(None)), Ok(true));
+        assert!(o.check(&received()).is_err());
+        assert!(o.check(&Frame::Partial { id: 1, held: 5 }).is_err());
+        let mut client = Opening::new(Version::V2, Side::Client);
+        let welcome = |resumed| Frame::Welcome {
+            token: Token([1; 16]),
+            resume_window_ms: 1000,
+            resumed,
+            idle_timeout_ms: 0,
+        };
+        assert_eq!(client.check(&welcome(false)), Ok(true));
+        assert!(client.check(&received()).is_err());
+        let mut client = Opening::new(Version::V2, Side::Client);
+        assert_eq!(client.check(&welcome(true)), Ok(false));
+        assert_eq!(client.check(&received()), Ok(true));
+    }
 }
 
 #[cfg(test)]

@@ -157,6 +157,17 @@ impl<W: Write + Send + 'static> Sink for JsonSink<W> {
                 self.queue(&json!({"event": "disconnected", "reason": why.describe(),
                     "code": why.code(), "unacked": unacked}));
             }
+            Shown::Suspended { reason, window } => self.queue(&json!({"event": "suspended",
+                "reason": reason, "window_ms": u64::try_from(window.as_millis()).unwrap_or(u64::MAX)})),
+            Shown::Reconnecting { attempt, reason } => self.queue(&json!({"event": "reconnecting",
+                "attempt": attempt, "reason": reason})),
+            Shown::Resumed {
+                transport,
+                peer,
+                resumption,
+            } => self.queue(&json!({"event": "resumed", "transport": transport.name(),
+                "peer": peer.to_string(), "resent": resumption.resent,
+                "confirmed": resumption.confirmed, "held": resumption.held})),
             Shown::Error(message) => self.queue(&json!({"event": "error", "message": message})),
             Shown::Skipped { events, messages } => {
                 self.queue(&json!({"event": "skipped", "events": events, "messages": messages}));

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::protocol::{Body, MessageId};
+use crate::session::Resumption;
 use crate::transport::{Disconnect, TransportKind};
 use crate::trust::identity::Fingerprint;
 
@@ -110,6 +111,23 @@ pub enum Shown {
         why: Disconnect,
         unacked: Vec<MessageId>,
     },
+    /// Server: the client's connection was lost and the chat is held for
+    /// it for `window` (docs/protocol.md §12.4).
+    Suspended {
+        reason: String,
+        window: Duration,
+    },
+    /// Client: the connection was lost; attempt `attempt` to resume starts.
+    Reconnecting {
+        attempt: u32,
+        reason: String,
+    },
+    /// The chat went on over a new connection (docs/protocol.md §12.5).
+    Resumed {
+        transport: TransportKind,
+        peer: SocketAddr,
+        resumption: Resumption,
+    },
     Error(String),
     /// A status line for people (JSON has no such event).
     Info(String),
@@ -131,6 +149,9 @@ impl Shown {
             Shown::Listening { .. }
                 | Shown::Connected { .. }
                 | Shown::Disconnected { .. }
+                | Shown::Suspended { .. }
+                | Shown::Reconnecting { .. }
+                | Shown::Resumed { .. }
                 | Shown::Skipped { .. }
         )
     }

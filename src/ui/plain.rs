@@ -9,6 +9,8 @@ use std::time::Duration;
 use super::output::{Shown, Sink, transports_text};
 use super::render::{sanitize, sanitize_line};
 use crate::protocol::{close_code, reject_code};
+use crate::session::Resumption;
+use crate::transport::TransportKind;
 use crate::trust::identity::Fingerprint;
 
 /// Plain lines.
@@ -56,6 +58,48 @@ pub fn skipped(events: u64, messages: u64) -> String {
         "… {events} event(s) not shown, {messages} of them message(s) from the peer: \
          the output could not keep up"
     )
+}
+
+/// A chat held after its client's connection was lost, for people.
+pub fn suspended(reason: &str, window: Duration) -> String {
+    format!(
+        "{} — holding the chat {} for the client to come back",
+        sanitize_line(reason),
+        format_window(window)
+    )
+}
+
+/// An attempt to get a lost chat back, for people: the first says why the
+/// connection ended, the later ones why the last attempt failed.
+pub fn reconnecting(attempt: u32, reason: &str) -> String {
+    let reason = sanitize_line(reason);
+    if attempt == 1 {
+        format!("{reason} — reconnecting…")
+    } else {
+        format!("still reconnecting (attempt {attempt})… last try: {reason}")
+    }
+}
+
+/// A chat that went on over a new connection, for people.
+pub fn resumed(transport: TransportKind, r: &Resumption) -> String {
+    let mut s = format!(
+        "resumed over {transport}: {} resent, {} confirmed on resume",
+        r.resent.len(),
+        r.confirmed.len()
+    );
+    if !r.held.is_empty() {
+        s.push_str(&format!(", {} typed meanwhile sent", r.held.len()));
+    }
+    s
+}
+
+fn format_window(window: Duration) -> String {
+    let secs = window.as_secs_f64();
+    if secs >= 1.0 {
+        format!("for {secs:.0} s")
+    } else {
+        format!("for {} ms", window.as_millis())
+    }
 }
 
 pub fn format_rtt(rtt: Duration) -> String {
@@ -145,6 +189,20 @@ impl<W: Write + Send + 'static> Sink for PlainSink<W> {
                 if !unacked.is_empty() {
                     let ids: Vec<String> = unacked.iter().map(|id| format!("#{id}")).collect();
                     self.line(&format!("? not confirmed: {}", ids.join(" ")));
+                }
+            }
+            Shown::Suspended { reason, window } => self.line(&suspended(&reason, window)),
+            Shown::Reconnecting { attempt, reason } => {
+                self.line(&reconnecting(attempt, &reason));
+            }
+            Shown::Resumed {
+                transport,
+                resumption,
+                ..
+            } => {
+                self.line(&resumed(transport, &resumption));
+                for id in &resumption.confirmed {
+                    self.line(&format!("✓ #{id} on resume"));
                 }
             }
             Shown::Error(message) => self.line(&format!("error: {message}")),

@@ -31,7 +31,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::Quit;
 use super::input::UserInput;
 use super::output::{Shown, Sink, transports_text};
-use super::plain::{format_rtt, peer_identity, reject_kind, skipped, turned_away};
+use super::plain::{
+    format_rtt, peer_identity, reconnecting, reject_kind, resumed, skipped, suspended, turned_away,
+};
 use super::render::{sanitize, sanitize_line};
 use crate::protocol::body::Body;
 use crate::protocol::{MessageId, close_code};
@@ -575,6 +577,21 @@ impl Sink for TerminalSink {
                 }
             }
             Shown::Disconnected { why, unacked } => self.disconnected(&why, &unacked),
+            Shown::Suspended { reason, window } => self.line(BAD, &suspended(&reason, window)),
+            Shown::Reconnecting { attempt, reason } => {
+                self.line(BAD, &reconnecting(attempt, &reason));
+            }
+            Shown::Resumed {
+                transport,
+                resumption,
+                ..
+            } => {
+                self.line(GOOD, &resumed(transport, &resumption));
+                for id in &resumption.confirmed {
+                    let what = self.pending.remove(id).unwrap_or_default();
+                    self.line(DIM, &format!("✓ on resume  #{id} {what}"));
+                }
+            }
             Shown::Error(message) => self.line(BAD, &message),
             Shown::Info(message) | Shown::Notice(message) => self.line("", &message),
             Shown::Skipped { events, messages } => self.line(BAD, &skipped(events, messages)),

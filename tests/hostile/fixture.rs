@@ -19,7 +19,9 @@ use support::{
 };
 use tokio::runtime::Runtime;
 
-use crate::peer::{ALPN_V2, HostileQuic, HostileTcp, NO_ERROR, PROTOCOL_ERROR};
+use chat::trust::identity::Identity;
+
+use crate::peer::{ALPN_V2, HostileQuic, HostileTcp, HostileV2, NO_ERROR, PROTOCOL_ERROR};
 
 /// A real `chat` server under attack; see the module docs.
 pub struct Hostile {
@@ -179,6 +181,13 @@ impl Hostile {
         self.block_on(HostileQuic::connect_as(&self.addr, ALPN_V2))
     }
 
+    /// A hostile chat/2 peer over the case's transport, presenting
+    /// `identity` as its client certificate (none when `None`), whose
+    /// handshake is done and which has sent nothing.
+    pub fn peer_v2_as(&mut self, identity: Option<&Identity>) -> HostileV2 {
+        self.block_on(HostileV2::connect(self.t, &self.addr, identity))
+    }
+
     /// How many clients the server has shown so far: its `connected`,
     /// `refused` and `disconnected` events.
     pub fn shown(&mut self) -> [usize; 3] {
@@ -328,6 +337,10 @@ impl Hostile {
 /// its WELCOME, in milliseconds.
 pub const SERVER_IDLE_MS: u64 = 10_000;
 
+/// The resume window a server started without `--resume-window` announces
+/// in its WELCOME, in milliseconds (30 s).
+pub const SERVER_RESUME_WINDOW_MS: u64 = 30_000;
+
 /// A small multi-threaded runtime for one test.
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -389,6 +402,26 @@ impl Intruder for HostileQuic {
 
     fn end_politely(self, rt: &Runtime) {
         rt.block_on(HostileQuic::close_politely(self));
+    }
+}
+
+impl Intruder for HostileV2 {
+    fn local(&self) -> &str {
+        HostileV2::local(self)
+    }
+
+    fn expect_protocol_close(&mut self, rt: &Runtime, any: &[&str]) -> String {
+        match self {
+            HostileV2::Tcp(h) => h.expect_protocol_close(rt, any),
+            HostileV2::Quic(h) => h.expect_protocol_close(rt, any),
+        }
+    }
+
+    fn end_politely(self, rt: &Runtime) {
+        match self {
+            HostileV2::Tcp(h) => (*h).end_politely(rt),
+            HostileV2::Quic(h) => h.end_politely(rt),
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! Hostile input: hand-written peers send the real server what no honest
 //! chat/1 or chat/2 peer would (garbage instead of TLS, wrong ALPN, oversized
 //! frames, duplicate ids, stray control streams, floods, silence, frames
-//! before chat/2's HELLO or a second one). In every case the
+//! before chat/2's HELLO or a second one, RECEIVED where no resume is, and
+//! resumes with a wrong token or from another identity). In every case the
 //! server must survive, say in its log who did what, close with
 //! PROTOCOL_ERROR (code 2) and a reason where the protocol asks for it, leave
 //! any open chat alone, and chat normally with the next client.
 //!
-//! Each test (`tcp.rs`, `quic.rs`; the chat/2 cases are named `chat2_…`)
+//! Each test (`tcp.rs`, `quic.rs`, and `resume.rs` for both transports at
+//! once; the chat/2 cases are named `chat2_…`)
 //! sets up a [`Hostile`] server (`fixture.rs`), lets hand-written peers
 //! (`peer.rs`) at it, and ends with [`Hostile::assert_server_still_serves`].
 //! A chat/2 connection is a client only once it has said HELLO
@@ -16,6 +18,7 @@
 mod fixture;
 mod peer;
 mod quic;
+mod resume;
 mod tcp;
 
 use std::time::{Duration, Instant};

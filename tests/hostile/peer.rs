@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chat::protocol::codec::{Frame, FrameDecoder, TOKEN_LEN, Token, Version, put_varint};
+use chat::trust::identity::{Fingerprint, Identity};
 use chat::trust::tls::{FingerprintVerifier, ServerTrust, client_config};
 use quinn::{ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use support::TIMEOUT;
+use support::{TIMEOUT, TransportKind};
 
 /// The chat/1 ALPN.
 pub const ALPN: &[u8] = b"chat/1";
@@ -39,17 +40,44 @@ fn version_of(alpn: &[u8]) -> Version {
 pub const NO_ERROR: u64 = 0;
 pub const BUSY: u64 = 1;
 pub const PROTOCOL_ERROR: u64 = 2;
+/// chat/2: the client resumed the chat on another connection.
+pub const REPLACED: u64 = 5;
 
 /// A TLS 1.3 client configuration that accepts any server certificate with a
 /// valid handshake signature, offering `alpn` (none when empty).
 pub fn tls_client(alpn: &[&[u8]]) -> rustls::ClientConfig {
+    tls_client_as(alpn, None)
+}
+
+/// [`tls_client`] presenting `identity` as the client certificate (none
+/// when `None`).
+pub fn tls_client_as(alpn: &[&[u8]], identity: Option<&Identity>) -> rustls::ClientConfig {
     let mut config = client_config(
         FingerprintVerifier::new(ServerTrust::AnyValidSignature),
-        None,
+        identity,
     )
     .expect("client TLS configuration");
     config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     config
+}
+
+/// A new self-signed client identity (ECDSA P-256, made with rcgen as
+/// `chat cert` makes one), kept in memory only.
+pub fn new_identity(name: &str) -> Identity {
+    let certified =
+        rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen certificate");
+    Identity {
+        cert: certified.cert.der().clone(),
+        key: rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into()),
+    }
+}
+
+/// How the server shows the identity of a peer presenting `identity`: its
+/// fingerprint (`sha256:…`), or JSON null for none.
+pub fn shown_fingerprint(identity: Option<&Identity>) -> serde_json::Value {
+    identity.map_or(serde_json::Value::Null, |id| {
+        Fingerprint::of(&id.cert).to_string().into()
+    })
 }
 
 pub fn sock(addr: &str) -> SocketAddr {
@@ -113,6 +141,19 @@ pub fn hello(idle_timeout_ms: u64, token: Option<[u8; TOKEN_LEN]>) -> Vec<u8> {
     })
 }
 
+/// A RECEIVED frame (PROTOCOL.md §9.6): every id below `below`, and `ids`.
+pub fn received(below: u64, ids: &[u64]) -> Vec<u8> {
+    frame(&Frame::Received {
+        below,
+        ids: ids.to_vec(),
+    })
+}
+
+/// A PARTIAL frame: of file `id`, the first `held` bytes are stored.
+pub fn partial(id: u64, held: u64) -> Vec<u8> {
+    frame(&Frame::Partial { id, held })
+}
+
 /// What a server's WELCOME said (docs/protocol.md §12.2).
 #[derive(Debug)]
 pub struct Welcome {
@@ -140,18 +181,33 @@ impl Welcome {
         }
     }
 
-    /// The shape this server's WELCOME has: a token (not all zeros, not
-    /// `ours`), no resumption (window 0, not resumed), and the server's idle
-    /// timeout, `idle_ms`.
-    pub fn check(&self, idle_ms: u64, ours: Option<[u8; TOKEN_LEN]>) {
+    /// The shape this server's WELCOME for a new chat has: a fresh token
+    /// (not all zeros, not `ours`), its resume window `window_ms`, not
+    /// resumed, and its idle timeout `idle_ms`.
+    pub fn check(&self, idle_ms: u64, window_ms: u64, ours: Option<[u8; TOKEN_LEN]>) {
         assert!(
             self.token != [0; TOKEN_LEN] && Some(self.token) != ours,
             "WELCOME should carry a fresh random token"
         );
+        assert!(!self.resumed, "a new chat is not resumed: {self:?}");
+        self.check_timers(idle_ms, window_ms);
+    }
+
+    /// The shape of this server's WELCOME that resumes the chat named
+    /// `token`: that token, resumed, its window and idle timeout.
+    pub fn check_resumed(&self, idle_ms: u64, window_ms: u64, token: [u8; TOKEN_LEN]) {
+        assert!(
+            self.token == token,
+            "a resuming WELCOME should carry the chat's own token"
+        );
+        assert!(self.resumed, "the chat should be resumed: {self:?}");
+        self.check_timers(idle_ms, window_ms);
+    }
+
+    fn check_timers(&self, idle_ms: u64, window_ms: u64) {
         assert_eq!(
-            (self.resume_window_ms, self.resumed),
-            (0, false),
-            "chats are not resumed yet: {self:?}"
+            self.resume_window_ms, window_ms,
+            "WELCOME should carry the server's resume window: {self:?}"
         );
         assert_eq!(
             self.idle_timeout_ms, idle_ms,
@@ -195,10 +251,12 @@ pub struct HostileTcp {
     pub seen: Vec<String>,
 }
 
-/// Connects and completes the TLS handshake with the given ALPN offer.
-pub async fn tcp_connect_tls(
+/// Connects and completes the TLS handshake with the given ALPN offer,
+/// presenting `identity` as the client certificate (none when `None`).
+pub async fn tcp_connect_tls_as(
     addr: &str,
     alpn: &[&[u8]],
+    identity: Option<&Identity>,
 ) -> Result<(TlsStream<TcpStream>, String), String> {
     let socket = TcpStream::connect(sock(addr))
         .await
@@ -208,7 +266,7 @@ pub async fn tcp_connect_tls(
     let name = rustls::pki_types::ServerName::try_from("chat").expect("server name");
     let stream = tokio::time::timeout(
         TIMEOUT,
-        TlsConnector::from(Arc::new(tls_client(alpn))).connect(name, socket),
+        TlsConnector::from(Arc::new(tls_client_as(alpn, identity))).connect(name, socket),
     )
     .await
     .map_err(|_| format!("TLS handshake from {local} timed out"))?
@@ -225,7 +283,17 @@ impl HostileTcp {
     /// Connects offering only `alpn` (`chat/1` or `chat/2`); panics if the
     /// handshake fails or chooses anything else.
     pub async fn connect_as(addr: &str, alpn: &[u8]) -> HostileTcp {
-        let (stream, local) = tcp_connect_tls(addr, &[alpn])
+        HostileTcp::connect_as_identity(addr, alpn, None).await
+    }
+
+    /// [`HostileTcp::connect_as`] presenting `identity` as the client
+    /// certificate (none when `None`).
+    pub async fn connect_as_identity(
+        addr: &str,
+        alpn: &[u8],
+        identity: Option<&Identity>,
+    ) -> HostileTcp {
+        let (stream, local) = tcp_connect_tls_as(addr, &[alpn], identity)
             .await
             .unwrap_or_else(|e| panic!("hostile TCP peer: {e}"));
         let chosen = stream.get_ref().1.alpn_protocol();
@@ -449,9 +517,10 @@ pub fn quic_endpoint() -> quinn::Endpoint {
     quinn::Endpoint::client(sock("127.0.0.1:0")).expect("bind a UDP socket")
 }
 
-/// The QUIC client configuration of a hostile peer offering `alpn`.
-pub fn quic_client_config(alpn: &[&[u8]]) -> quinn::ClientConfig {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls_client(alpn))
+/// The QUIC client configuration of a hostile peer offering `alpn` and
+/// presenting `identity` as the client certificate (none when `None`).
+pub fn quic_client_config_as(alpn: &[&[u8]], identity: Option<&Identity>) -> quinn::ClientConfig {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls_client_as(alpn, identity))
         .expect("TLS configuration usable for QUIC");
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
@@ -471,8 +540,18 @@ pub async fn quic_connect(
     addr: &str,
     alpn: &[&[u8]],
 ) -> Result<quinn::Connection, String> {
+    quic_connect_as(endpoint, addr, alpn, None).await
+}
+
+/// [`quic_connect`] presenting `identity` as the client certificate.
+pub async fn quic_connect_as(
+    endpoint: &quinn::Endpoint,
+    addr: &str,
+    alpn: &[&[u8]],
+    identity: Option<&Identity>,
+) -> Result<quinn::Connection, String> {
     let connecting = endpoint
-        .connect_with(quic_client_config(alpn), sock(addr), "chat")
+        .connect_with(quic_client_config_as(alpn, identity), sock(addr), "chat")
         .map_err(|e| format!("connect: {e}"))?;
     match tokio::time::timeout(TIMEOUT, connecting).await {
         Err(_) => Err("QUIC handshake timed out".into()),
@@ -556,9 +635,19 @@ impl HostileQuic {
     /// handshake fails or chooses anything else) and starts reading the
     /// server's streams. Opens no stream of its own.
     pub async fn connect_as(addr: &str, alpn: &[u8]) -> HostileQuic {
+        HostileQuic::connect_as_identity(addr, alpn, None).await
+    }
+
+    /// [`HostileQuic::connect_as`] presenting `identity` as the client
+    /// certificate (none when `None`).
+    pub async fn connect_as_identity(
+        addr: &str,
+        alpn: &[u8],
+        identity: Option<&Identity>,
+    ) -> HostileQuic {
         let endpoint = quic_endpoint();
         let local = endpoint.local_addr().expect("local address").to_string();
-        let conn = quic_connect(&endpoint, addr, &[alpn])
+        let conn = quic_connect_as(&endpoint, addr, &[alpn], identity)
             .await
             .unwrap_or_else(|e| panic!("hostile QUIC peer {local}: {e}"));
         let chosen = conn
@@ -757,5 +846,160 @@ impl HostileQuic {
     pub async fn close_politely(self) {
         self.conn.close(VarInt::from_u32(0), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// chat/2 over either transport
+// ---------------------------------------------------------------------------
+
+/// A hostile chat/2 peer over either transport (ALPN `chat/2` only),
+/// presenting a client certificate or none: for the cases that read the
+/// same on both (resumption, PROTOCOL.md §9.2–§9.6).
+pub enum HostileV2 {
+    /// Boxed: a TLS stream is much larger than a QUIC connection handle.
+    Tcp(Box<HostileTcp>),
+    Quic(HostileQuic),
+}
+
+impl HostileV2 {
+    /// Connects over `t` presenting `identity` (none when `None`); has sent
+    /// nothing yet (over QUIC: opened no stream).
+    pub async fn connect(t: TransportKind, addr: &str, identity: Option<&Identity>) -> HostileV2 {
+        match t {
+            TransportKind::Tcp => HostileV2::Tcp(Box::new(
+                HostileTcp::connect_as_identity(addr, ALPN_V2, identity).await,
+            )),
+            TransportKind::Quic => {
+                HostileV2::Quic(HostileQuic::connect_as_identity(addr, ALPN_V2, identity).await)
+            }
+        }
+    }
+
+    /// Our address as the server sees it.
+    pub fn local(&self) -> &str {
+        match self {
+            HostileV2::Tcp(h) => &h.local,
+            HostileV2::Quic(h) => &h.local,
+        }
+    }
+
+    /// Writes frame bytes where HELLO and RECEIVED go: on the connection
+    /// (TCP), or on our control stream (QUIC; opened with these bytes the
+    /// first time). A write failure is no error (the server may already
+    /// have closed on us): what the server answers is checked after.
+    pub async fn send_control(&mut self, bytes: &[u8]) {
+        match self {
+            HostileV2::Tcp(h) => h.send_lenient(bytes).await,
+            HostileV2::Quic(h) => match h.control.as_mut() {
+                None => h.open_control_with(bytes).await,
+                Some(s) => {
+                    if let Err(e) = s.write_all(bytes).await {
+                        eprintln!("[hostile quic {}] control write failed: {e}", h.local);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Sends message `id`, `body`, whole: an END frame (TCP), a stream
+    /// (QUIC).
+    pub async fn send_message(&mut self, id: u64, body: &[u8]) {
+        match self {
+            HostileV2::Tcp(h) => h.send(&end(id, body)).await,
+            HostileV2::Quic(h) => h.send_message(id, body).await,
+        }
+    }
+
+    /// The server's WELCOME, its first frame (PINGs aside).
+    pub async fn expect_welcome(&mut self) -> Welcome {
+        match self {
+            HostileV2::Tcp(h) => h.expect_welcome().await,
+            HostileV2::Quic(h) => h.expect_welcome().await,
+        }
+    }
+
+    /// The server's next frame after its resuming WELCOME, which must be
+    /// its RECEIVED (PINGs and unknown frames aside): `(below, ids)`.
+    pub async fn expect_received(&mut self) -> (u64, Vec<u64>) {
+        loop {
+            let got = match self {
+                HostileV2::Tcp(h) => match h.next(TIMEOUT).await {
+                    Got::Frame(f) => Ok(f),
+                    other => Err(format!("{other:?}; frames seen: {:?}", h.seen)),
+                },
+                HostileV2::Quic(h) => match h.next_from_server(TIMEOUT).await {
+                    Some(FromServer::Control(f)) => Ok(f),
+                    other => Err(format!(
+                        "{other:?}; connection: {:?}",
+                        h.conn.close_reason()
+                    )),
+                },
+            };
+            match got {
+                Ok(Frame::Received { below, ids }) => return (below, ids),
+                Ok(Frame::Ping | Frame::Unknown { .. }) => {}
+                Ok(f) => panic!(
+                    "[hostile {}] expected RECEIVED after WELCOME, got {f:?}",
+                    self.local()
+                ),
+                Err(e) => panic!(
+                    "[hostile {}] expected RECEIVED after WELCOME, got {e}",
+                    self.local()
+                ),
+            }
+        }
+    }
+
+    /// Waits for the ACK of our message `id` (nothing but other acks,
+    /// PINGs and unknown frames may come first).
+    pub async fn expect_ack(&mut self, id: u64) {
+        match self {
+            HostileV2::Tcp(h) => h.expect_ack(id).await,
+            HostileV2::Quic(h) => h.expect_ack(id).await,
+        }
+    }
+
+    /// Waits for the server to close the connection with `code`, sending
+    /// no WELCOME (nor anything but PINGs, over TCP) first; returns the
+    /// reason.
+    pub async fn expect_closed(&mut self, code: u64) -> String {
+        match self {
+            HostileV2::Tcp(h) => {
+                let reason = h.expect_close(code).await;
+                h.expect_end().await;
+                reason
+            }
+            HostileV2::Quic(h) => {
+                let reason = h.expect_closed(code, TIMEOUT).await;
+                while let Some(got) = h.next_from_server(Duration::ZERO).await {
+                    if let FromServer::Control(Frame::Welcome { .. }) = got {
+                        panic!(
+                            "[hostile quic {}] the server closed with {code} after a WELCOME",
+                            h.local
+                        );
+                    }
+                }
+                reason
+            }
+        }
+    }
+
+    /// The connection is still open (as far as we can tell without
+    /// reading: over TCP, nothing but PINGs is waiting).
+    pub async fn assert_open(&mut self) {
+        match self {
+            HostileV2::Tcp(h) => loop {
+                match h.next(Duration::from_millis(100)).await {
+                    Got::Timeout => return,
+                    Got::Frame(Frame::Ping) => {}
+                    other => panic!(
+                        "[hostile tcp {}] connection should still be open, got {other:?}",
+                        h.local
+                    ),
+                }
+            },
+            HostileV2::Quic(h) => h.assert_open(),
+        }
     }
 }

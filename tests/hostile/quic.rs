@@ -488,8 +488,9 @@ fn chat2_no_hello_is_closed_after_10_s() {
 
 /// On HELLO (after a PING and an unknown frame, which may come first) the
 /// first frame on the server's control stream is WELCOME (a fresh 16-byte
-/// token, no resumption, its idle timeout); the peer is a client from then
-/// on, and its messages are acknowledged and shown.
+/// token, not resumed, the server's resume window and idle timeout); the
+/// peer is a client from then on, and its messages are acknowledged and
+/// shown.
 #[test]
 fn chat2_hello_gets_welcome_and_the_chat_works() {
     let mut case = Hostile::quic();
@@ -499,9 +500,11 @@ fn chat2_hello_gets_welcome_and_the_chat_works() {
     first.extend(hello(60_000, None));
     case.block_on(async {
         h.open_control_with(&first).await;
-        h.expect_welcome()
-            .await
-            .check(fixture::SERVER_IDLE_MS, None);
+        h.expect_welcome().await.check(
+            fixture::SERVER_IDLE_MS,
+            fixture::SERVER_RESUME_WINDOW_MS,
+            None,
+        );
     });
     case.wait_connected_from(&h.local);
     case.block_on(async {
@@ -513,19 +516,24 @@ fn chat2_hello_gets_welcome_and_the_chat_works() {
     case.assert_server_still_serves();
 }
 
-/// A second HELLO on the control stream (here after one carrying a token,
-/// which this server does not resume: WELCOME says so and gives a token of
-/// its own) is a protocol error that ends the chat.
+/// A second HELLO on the control stream is a protocol error that ends the
+/// chat. Here the first HELLO carries a token the server does not know,
+/// with the RECEIVED that must follow it: WELCOME starts a new chat with a
+/// token of its own, and the second HELLO comes once the chat is under way.
 #[test]
 fn chat2_second_hello_is_a_protocol_error() {
     let mut case = Hostile::quic();
     let mut h = case.quic_peer_v2();
     let ours = [7u8; 16];
+    let mut first = hello(60_000, Some(ours));
+    first.extend(received(0, &[]));
     case.block_on(async {
-        h.open_control_with(&hello(60_000, Some(ours))).await;
-        h.expect_welcome()
-            .await
-            .check(fixture::SERVER_IDLE_MS, Some(ours));
+        h.open_control_with(&first).await;
+        h.expect_welcome().await.check(
+            fixture::SERVER_IDLE_MS,
+            fixture::SERVER_RESUME_WINDOW_MS,
+            Some(ours),
+        );
         h.send_message(0, b"first").await;
         h.expect_ack(0).await;
     });
@@ -554,9 +562,11 @@ fn chat2_message_stream_before_hello_is_held_until_hello() {
     assert!(case.server_messages().is_empty(), "the message is held");
     case.block_on(async {
         h.open_control_with(&hello(60_000, None)).await;
-        h.expect_welcome()
-            .await
-            .check(fixture::SERVER_IDLE_MS, None);
+        h.expect_welcome().await.check(
+            fixture::SERVER_IDLE_MS,
+            fixture::SERVER_RESUME_WINDOW_MS,
+            None,
+        );
         h.expect_ack(0).await;
         h.send_message(1, b"sent after WELCOME").await;
         h.expect_ack(1).await;

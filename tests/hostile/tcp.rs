@@ -554,9 +554,9 @@ fn no_hello_is_closed_after_10_s(server_args: &[&str]) {
 }
 
 /// A chat/2 peer may send PINGs and unknown frames before HELLO; on HELLO
-/// the server's first frame is WELCOME (a fresh 16-byte token, no
-/// resumption, its idle timeout), the peer is a client from then on, and
-/// its messages are acknowledged and shown.
+/// the server's first frame is WELCOME (a fresh 16-byte token, not
+/// resumed, the server's resume window and idle timeout), the peer is a
+/// client from then on, and its messages are acknowledged and shown.
 #[test]
 fn chat2_hello_gets_welcome_and_the_chat_works() {
     let mut case = Hostile::tcp();
@@ -566,9 +566,11 @@ fn chat2_hello_gets_welcome_and_the_chat_works() {
     bytes.extend(hello(60_000, None));
     case.block_on(async {
         h.send(&bytes).await;
-        h.expect_welcome()
-            .await
-            .check(fixture::SERVER_IDLE_MS, None);
+        h.expect_welcome().await.check(
+            fixture::SERVER_IDLE_MS,
+            fixture::SERVER_RESUME_WINDOW_MS,
+            None,
+        );
     });
     case.wait_connected_from(&h.local);
     case.block_on(async {
@@ -580,25 +582,145 @@ fn chat2_hello_gets_welcome_and_the_chat_works() {
     case.assert_server_still_serves();
 }
 
-/// A second HELLO (here after one carrying a token, which this server
-/// does not resume: WELCOME says so and gives a token of its own) is a
-/// protocol error that ends the chat.
+/// A second HELLO is a protocol error that ends the chat. Here the first
+/// HELLO carries a token the server does not know, with the RECEIVED that
+/// must follow it: WELCOME starts a new chat with a token of its own, and
+/// the second HELLO comes once the chat is under way.
 #[test]
 fn chat2_second_hello_is_a_protocol_error() {
     let mut case = Hostile::tcp();
     let mut h = case.tcp_peer_v2();
     let ours = [7u8; 16];
+    let mut first = hello(60_000, Some(ours));
+    first.extend(received(0, &[]));
     case.block_on(async {
-        h.send(&hello(60_000, Some(ours))).await;
-        h.expect_welcome()
-            .await
-            .check(fixture::SERVER_IDLE_MS, Some(ours));
+        h.send(&first).await;
+        h.expect_welcome().await.check(
+            fixture::SERVER_IDLE_MS,
+            fixture::SERVER_RESUME_WINDOW_MS,
+            Some(ours),
+        );
         h.send(&end(0, b"first")).await;
         h.expect_ack(0).await;
         h.send_lenient(&hello(60_000, None)).await;
     });
     case.wait_connected_from(&h.local);
     case.expect_protocol_error(h, &["HELLO"]);
+    case.assert_server_still_serves();
+}
+
+/// A HELLO with a token asks to resume: only PARTIAL, PING and unknown
+/// frames may come between it and its RECEIVED (PROTOCOL.md §9.6). A
+/// message there (an END, or the DATA that starts one) is a protocol
+/// error, before the peer was ever a client: it is closed with code 2 and
+/// a reason naming the frame and RECEIVED, logged, never shown, and its
+/// message never reaches the server's user.
+#[test]
+fn chat2_message_before_received_is_a_protocol_error() {
+    let mut case = Hostile::tcp();
+    let cases: [(&str, Vec<u8>); 2] = [
+        ("END", end(0, b"a message before RECEIVED")),
+        ("DATA", data(0, b"half a message before RECEIVED")),
+    ];
+    for (what, message) in cases {
+        eprintln!("case: {what} between HELLO(token) and RECEIVED");
+        let mut h = case.tcp_peer_v2();
+        let mut bytes = hello(60_000, Some([9; 16]));
+        bytes.extend(partial(0, 10));
+        bytes.extend(frame(&Frame::Ping));
+        bytes.extend(message);
+        bytes.extend(received(0, &[]));
+        case.block_on(h.send_lenient(&bytes));
+        case.expect_unshown_protocol_error(h, &["RECEIVED", what]);
+    }
+    assert!(
+        case.server_messages().is_empty(),
+        "no message sent before RECEIVED may reach the server's user"
+    );
+    case.assert_server_still_serves();
+}
+
+/// A suspended chat (its client's connection lost: gone without CLOSE or
+/// close_notify) is held for its own client only (PROTOCOL.md §9.4–§9.5):
+/// a peer with another certificate gets BUSY for a HELLO with the chat's
+/// real token, and so does one without a certificate for a HELLO without a
+/// token. The chat's client then resumes it (WELCOME `resumed` = 1, and a
+/// RECEIVED covering its acknowledged message 0); after a second loss, its
+/// HELLO without a token replaces the held chat with a new one (a fresh
+/// token, `resumed` = 0, ids from 0 again). (Over QUIC a peer cannot
+/// vanish without a CONNECTION_CLOSE in less than the idle timeout, so this
+/// case is TCP's.)
+#[test]
+fn chat2_suspended_chat_is_held_for_its_own_client() {
+    let mut case = Hostile::tcp();
+    let (ours, other) = (new_identity("client"), new_identity("other"));
+    let (first, token) = crate::resume::open_chat(&mut case, Some(&ours), "before the loss");
+    drop(first);
+    let held = case.server.wait_event("suspended", TIMEOUT);
+    eprintln!("{held}");
+
+    let mut resume = hello(60_000, Some(token));
+    resume.extend(received(0, &[]));
+    let attempts: [(&str, Option<&chat::trust::identity::Identity>, Vec<u8>); 2] = [
+        (
+            "another certificate, the real token",
+            Some(&other),
+            resume.clone(),
+        ),
+        ("no certificate, no token", None, hello(60_000, None)),
+    ];
+    for (what, identity, bytes) in attempts {
+        let mut h = case.peer_v2_as(identity);
+        case.block_on(async {
+            h.send_control(&bytes).await;
+            h.expect_closed(BUSY).await;
+        });
+        let refused = case.server.wait_event("refused", TIMEOUT);
+        assert_eq!(refused["peer"], h.local(), "{what}: {refused}");
+        assert_eq!(refused["code"], BUSY, "{what}: {refused}");
+    }
+
+    let mut back = case.peer_v2_as(Some(&ours));
+    let (welcome, (below, ids)) = case.block_on(async {
+        back.send_control(&resume).await;
+        (back.expect_welcome().await, back.expect_received().await)
+    });
+    welcome.check_resumed(
+        fixture::SERVER_IDLE_MS,
+        fixture::SERVER_RESUME_WINDOW_MS,
+        token,
+    );
+    assert!(
+        below > 0 || ids.contains(&0),
+        "the server's RECEIVED({below}, {ids:?}) should cover message 0, which it acked"
+    );
+    case.server.wait_event("resumed", TIMEOUT);
+    case.block_on(async {
+        back.send_message(1, b"after the resume").await;
+        back.expect_ack(1).await;
+    });
+    case.expect_message(1, "after the resume");
+
+    drop(back);
+    case.server.wait_event("suspended", TIMEOUT);
+    let mut fresh = case.peer_v2_as(Some(&ours));
+    let welcome = case.block_on(async {
+        fresh.send_control(&hello(60_000, None)).await;
+        fresh.expect_welcome().await
+    });
+    welcome.check(
+        fixture::SERVER_IDLE_MS,
+        fixture::SERVER_RESUME_WINDOW_MS,
+        Some(token),
+    );
+    case.expect_server_disconnected(None, &[]);
+    case.wait_connected_from(fresh.local());
+    case.block_on(async {
+        fresh.send_message(0, b"in the new chat").await;
+        fresh.expect_ack(0).await;
+    });
+    case.expect_message(0, "in the new chat");
+    case.ends_politely(fresh);
     case.assert_server_still_serves();
 }
 

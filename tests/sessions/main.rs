@@ -102,20 +102,30 @@ fn server_serves_three_clients_in_turn(t: TransportKind) {
     server.assert_only_json_events();
 }
 
-/// A client killed with SIGKILL: the server (idle timeout 2 s) reports
-/// `disconnected` (connection lost, no close code), then serves a new client.
+/// A client killed with SIGKILL: the server (idle timeout 2 s, holding a lost
+/// chat for 1 s) reports the chat held (`suspended`), then, when no one
+/// came back for it, `disconnected` (connection lost, no close code), then
+/// serves a new client.
 fn killed_client_is_detected_and_next_client_served(t: TransportKind) {
     let Chat {
         mut server,
         mut client,
         addr,
         fingerprint,
-    } = start_chat(t, &["--idle-timeout", "2"], &["--idle-timeout", "2"]);
+    } = start_chat(
+        t,
+        &["--idle-timeout", "2", "--resume-window", "1"],
+        &["--idle-timeout", "2"],
+    );
     exchange(&mut client, &mut server, 0, "about to die");
 
     client.kill();
     // idle timeout (2 s) + generous margin for a loaded CI machine.
-    let d = server.wait_event("disconnected", Duration::from_secs(2 + 25));
+    let s = server.wait_event("suspended", Duration::from_secs(2 + 25));
+    if s["window_ms"] != 1000 {
+        server.fail(&format!("the chat should be held for 1 s: {s}"));
+    }
+    let d = server.wait_event("disconnected", Duration::from_secs(1 + 25));
     if !d["code"].is_null() {
         server.fail(&format!(
             "a vanished client has sent no close code; expected code null: {d}"
@@ -130,8 +140,8 @@ fn killed_client_is_detected_and_next_client_served(t: TransportKind) {
 }
 
 /// The server dies while the client has sent messages it cannot ack: the
-/// client (idle timeout 2 s) reports `disconnected` listing those ids in
-/// `unacked`, and exits 1.
+/// client (idle timeout 2 s, `--no-reconnect`) reports `disconnected`
+/// listing those ids in `unacked`, and exits 1.
 ///
 /// To make "sent but not acked" deterministic the server is first frozen
 /// with SIGSTOP (so it cannot ack), the client sends two messages, then the
@@ -141,7 +151,7 @@ fn killed_server_reports_unacked_messages(t: TransportKind) {
         mut server,
         mut client,
         ..
-    } = start_chat(t, &[], &["--idle-timeout", "2"]);
+    } = start_chat(t, &[], &["--idle-timeout", "2", "--no-reconnect"]);
     exchange(&mut client, &mut server, 0, "acked before the crash");
 
     server.signal("STOP");

@@ -162,10 +162,10 @@ pub(super) async fn read_control(shared: Shared, mut reader: StreamReader) {
                 f @ (Frame::Data { .. } | Frame::End { .. } | Frame::Close { .. }) => {
                     return shared.violation(format!("{} frame on the control stream", f.name()));
                 }
-                // This version never resumes a chat (docs/protocol.md §14).
-                f @ (Frame::Received { .. } | Frame::Partial { .. }) => {
-                    return shared.violation(format!("{} outside a resume", f.name()));
-                }
+                // `opening` let it through, so it belongs to a resume; this
+                // version sends no files, so it names none of ours and is
+                // ignored (docs/protocol.md §12.6).
+                Frame::Partial { .. } => continue,
                 control => match Event::of_control(control) {
                     Some(event) => event,
                     None => continue,
@@ -175,8 +175,9 @@ pub(super) async fn read_control(shared: Shared, mut reader: StreamReader) {
                 return;
             }
             if opened {
-                // Message streams that came before HELLO (or WELCOME) were
-                // held unread until now (docs/protocol.md §12.3).
+                // Message streams that came before HELLO (or WELCOME, or
+                // a resume's RECEIVED) were held unread until now
+                // (docs/protocol.md §12.3, §12.6).
                 shared.open.send_replace(true);
             }
         }

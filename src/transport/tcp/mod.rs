@@ -215,11 +215,10 @@ impl TcpTransport {
                     reason: codec::reason_text(&reason),
                 });
             }
-            Frame::Ping | Frame::Unknown { .. } => {}
-            // This version never resumes a chat (docs/protocol.md §14).
-            f @ (Frame::Received { .. } | Frame::Partial { .. }) => {
-                self.violation(format!("{} outside a resume", f.name()));
-            }
+            // A PARTIAL that `opening` let through belongs to a resume; this
+            // version sends no files, so it names none of ours and is
+            // ignored (docs/protocol.md §12.6).
+            Frame::Ping | Frame::Unknown { .. } | Frame::Partial { .. } => {}
             control => self.events.extend(Event::of_control(control)),
         }
     }
