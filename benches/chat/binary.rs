@@ -1,5 +1,6 @@
 //! Cases that drive the real `chat` binary end to end: a server process and a
-//! client process on loopback, both with `--json`, the client fed
+//! client process on loopback (for resume, in two network namespaces joined
+//! by a veth pair, from the test support's [`NetPair`]), both with `--json`, the client fed
 //! `{"text": …}` lines on stdin, acknowledgements read as `ack` events (with
 //! the `rtt_us` the client computed) from its stdout. This is what a user or
 //! a script gets, including JSON parsing, stdout writes and the stdin
@@ -21,6 +22,7 @@ use serde_json::Value;
 
 use crate::util::{TempDir, process_cpu_ns, status_mib};
 use chat::TransportKind;
+use support::netns::NetPair;
 
 /// How long to wait for an ordinary event (start-up, connection, one ack).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,6 +134,9 @@ const EVENTS: &[&str] = &[
     "rejected",
     "message",
     "disconnected",
+    "suspended",
+    "reconnecting",
+    "resumed",
     "error",
 ];
 
@@ -214,6 +219,39 @@ impl Bin {
         })
     }
 
+    /// [`Bin::spawn`] inside the network namespace `netns`
+    /// (`/run/netns/NAME`): a short-lived thread joins it (`setns(2)`, what
+    /// `ip netns exec` does) and spawns the process from there, so the
+    /// child lives in the namespace while the bench's threads never move.
+    fn spawn_in(
+        &self,
+        netns: &str,
+        label: &str,
+        args: &[String],
+        stdin: Stdio,
+        reading: Reading,
+    ) -> Result<Proc> {
+        let path = format!("/run/netns/{netns}");
+        let handle = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns only reads the descriptor, which
+                    // `handle` keeps open for the duration of the call.
+                    let rc = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
+                    ensure!(
+                        rc == 0,
+                        "setns({path}) failed: {}",
+                        std::io::Error::last_os_error()
+                    );
+                    self.spawn(label, args, stdin, reading)
+                })
+                .join()
+                .map_err(|_| anyhow!("the thread starting {label} in {netns} panicked"))?
+        })
+    }
+
     /// `chat --mode server --json` on 127.0.0.1, any free port. Returns it
     /// with its address and fingerprint (from its `listening` event).
     fn server(&self, kind: TransportKind, reading: Reading) -> Result<(Proc, SocketAddr, String)> {
@@ -223,13 +261,21 @@ impl Bin {
     /// [`Bin::server`] with any `--transport` (`auto`: QUIC and TCP on one
     /// port).
     fn server_with(&self, choice: Choice, reading: Reading) -> Result<(Proc, SocketAddr, String)> {
-        let args = [
+        let args = self.server_args(choice, "127.0.0.1");
+        let mut server = self.spawn("server", &args, Stdio::piped(), reading)?;
+        let (addr, fingerprint) = listening(&mut server)?;
+        Ok((server, addr, fingerprint))
+    }
+
+    /// The arguments of a server on `bind`, any free port.
+    fn server_args(&self, choice: Choice, bind: &str) -> Vec<String> {
+        strings(&[
             "--mode",
             "server",
             "--transport",
             choice.name(),
             "--bind",
-            "127.0.0.1",
+            bind,
             "--port",
             "0",
             "--json",
@@ -237,20 +283,7 @@ impl Bin {
             &self.max_message_size.to_string(),
             "--home",
             &self.home_str(),
-        ];
-        let mut server = self.spawn("server", &strings(&args), Stdio::piped(), reading)?;
-        let listening = server.wait_event("listening", EVENT_TIMEOUT)?;
-        let addr = listening
-            .field("addr")
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .context("listening event without an address")?;
-        let fingerprint = listening
-            .field("fingerprint")
-            .as_str()
-            .context("listening event without a fingerprint")?
-            .to_string();
-        Ok((server, addr, fingerprint))
+        ])
     }
 
     /// `chat --mode client --json` pinned to the server's fingerprint.
@@ -277,21 +310,8 @@ impl Bin {
         stdin: Stdio,
         reading: Reading,
     ) -> Result<Proc> {
-        let mut args = vec!["--mode", "client"];
-        if let Choice::Only(kind) = choice {
-            args.extend(["--transport", kind.name()]);
-        }
-        let addr = addr.to_string();
-        args.extend([
-            "--addr",
-            &addr,
-            "--fingerprint",
-            fingerprint,
-            "--json",
-            "--home",
-            home,
-        ]);
-        self.spawn("client", &strings(&args), stdin, reading)
+        let args = client_args(choice, addr, fingerprint, home);
+        self.spawn("client", &args, stdin, reading)
     }
 
     /// A server and a connected client (waits for both `connected` events).
@@ -306,6 +326,42 @@ impl Bin {
     fn home_str(&self) -> String {
         self.home.path().display().to_string()
     }
+}
+
+/// The address and fingerprint of a server's `listening` event.
+fn listening(server: &mut Proc) -> Result<(SocketAddr, String)> {
+    let listening = server.wait_event("listening", EVENT_TIMEOUT)?;
+    let addr = listening
+        .field("addr")
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .context("listening event without an address")?;
+    let fingerprint = listening
+        .field("fingerprint")
+        .as_str()
+        .context("listening event without a fingerprint")?
+        .to_string();
+    Ok((addr, fingerprint))
+}
+
+/// The arguments of a client pinned to a server's fingerprint (for `auto`,
+/// no `--transport`, as a user would).
+fn client_args(choice: Choice, addr: SocketAddr, fingerprint: &str, home: &str) -> Vec<String> {
+    let mut args = vec!["--mode", "client"];
+    if let Choice::Only(kind) = choice {
+        args.extend(["--transport", kind.name()]);
+    }
+    let addr = addr.to_string();
+    args.extend([
+        "--addr",
+        &addr,
+        "--fingerprint",
+        fingerprint,
+        "--json",
+        "--home",
+        home,
+    ]);
+    strings(&args)
 }
 
 /// What a process is given as `--transport`.
@@ -840,5 +896,154 @@ pub fn reach(bin: &Bin, situation: Situation, n: usize) -> Result<Reach> {
             pinned(&mut result)?;
         }
     }
+    Ok(result)
+}
+
+/// The idle timeout of both sides in the resume case (`--idle-timeout`, in
+/// seconds): how long a cut goes unnoticed.
+const RESUME_IDLE_S: &str = "1";
+/// How long the server holds a lost chat (`--resume-window`, in seconds):
+/// far longer than any cut of the case.
+const RESUME_WINDOW_S: &str = "30";
+/// How long a cut may take to be noticed (the idle timeout and then some).
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the resume case measured, one figure per cut unless said.
+pub struct Resume {
+    /// From the link's return to the client's `resumed` event.
+    pub times: Vec<Duration>,
+    /// From the start (the `reconnecting` event) of the first attempt begun
+    /// after the link's return to `resumed`, for the cuts that had one:
+    /// the part no pause is in.
+    pub new_attempt: Vec<Duration>,
+    /// How many cuts were resumed by the attempt already under way when the
+    /// link came back (by the stacks' own retransmissions).
+    pub in_flight: usize,
+    /// From the cut to the client's first `reconnecting` event.
+    pub noticed: Vec<Duration>,
+    /// `rtt_us` of the message sent after each resume.
+    pub rtts: Vec<Duration>,
+}
+
+/// Runs a [`NetPair`] step, which panics when `nft` fails, as a `Result`.
+fn link_step(what: &str, step: impl FnOnce()) -> Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|e| {
+        let why = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        anyhow!("cannot {what} the link: {why}")
+    })
+}
+
+/// Two network namespaces joined by a veth pair, or why there cannot be.
+fn net_pair() -> Result<NetPair> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "cannot run: not running as root (network namespaces and nftables need root)"
+    );
+    NetPair::new().map_err(|reason| anyhow!("cannot run: {reason}"))
+}
+
+/// resume: a server (`--resume-window 30`) in one network namespace and a
+/// client pinned to `kind` in another (both `--idle-timeout 1`), joined by
+/// a veth pair ([`NetPair`]). `cuts` times: the link is cut (every packet
+/// dropped both ways); once the client reports `reconnecting` (it noticed)
+/// and the server `suspended`, the bench waits until `spread * i / (cuts -
+/// 1)` after that first `reconnecting` event (cut `i`), so the link comes
+/// back at points spread evenly over the client's cycle of attempts and
+/// pauses; the link is restored, and timed from then to the client's
+/// `resumed` event. Then the server's `resumed`, and one message that must
+/// be acked and shown by the server.
+pub fn resume(bin: &Bin, kind: TransportKind, cuts: usize, spread: Duration) -> Result<Resume> {
+    let net = net_pair()?;
+    let idle = ["--idle-timeout", RESUME_IDLE_S];
+    let mut args = bin.server_args(Choice::Only(kind), &net.addr_a);
+    args.extend(strings(&idle));
+    args.extend(strings(&["--resume-window", RESUME_WINDOW_S]));
+    let mut server = bin.spawn_in(&net.ns_a, "server", &args, Stdio::piped(), Reading::Prompt)?;
+    let (addr, fp) = listening(&mut server)?;
+    let mut args = client_args(Choice::Only(kind), addr, &fp, &bin.home_str());
+    args.extend(strings(&idle));
+    let mut client = bin.spawn_in(&net.ns_b, "client", &args, Stdio::piped(), Reading::Prompt)?;
+    client.wait_event("connected", EVENT_TIMEOUT)?;
+    server.wait_event("connected", EVENT_TIMEOUT)?;
+    let line = text_line(32, b'z');
+    // The chat works before the first cut.
+    client.write(&line)?;
+    client.wait_event("ack", EVENT_TIMEOUT)?;
+    server.wait_event("message", EVENT_TIMEOUT)?;
+
+    let mut result = Resume {
+        times: Vec::with_capacity(cuts),
+        new_attempt: Vec::new(),
+        in_flight: 0,
+        noticed: Vec::with_capacity(cuts),
+        rtts: Vec::with_capacity(cuts),
+    };
+    for i in 0..cuts {
+        let wait = if cuts > 1 {
+            spread.mul_f64(i as f64 / (cuts - 1) as f64)
+        } else {
+            Duration::ZERO
+        };
+        link_step("cut", || net.cut())?;
+        let cut_at = Instant::now();
+        let first = client.wait_event("reconnecting", NOTICE_TIMEOUT)?;
+        ensure!(
+            first.field("attempt").as_u64() == Some(1),
+            "cut {i}: the first reconnecting event is not attempt 1: {}",
+            first.json.unwrap_or_default()
+        );
+        result.noticed.push(first.at - cut_at);
+        server.wait_event("suspended", NOTICE_TIMEOUT)?;
+        std::thread::sleep((first.at + wait).saturating_duration_since(Instant::now()));
+        link_step("restore", || net.restore())?;
+        let restored = Instant::now();
+        // Every attempt's start, the first included (already read).
+        let mut attempts: Vec<(u64, Instant)> = vec![(1, first.at)];
+        let resumed = client.wait_event_with("resumed", EVENT_TIMEOUT, |ev| {
+            if ev.name == "reconnecting" {
+                let n = ev.field("attempt").as_u64().unwrap_or(0);
+                attempts.push((n, ev.at));
+            }
+        })?;
+        let took = resumed.at - restored;
+        let over = resumed.field("transport").as_str().unwrap_or("?");
+        ensure!(
+            over == kind.name(),
+            "cut {i}: resumed over {over}, not {kind}"
+        );
+        let &(won, won_at) = attempts.last().context("no attempt")?;
+        let new = attempts.iter().find(|(_, at)| *at > restored);
+        if let Some(&(_, at)) = new {
+            result.new_attempt.push(resumed.at - at);
+        }
+        if won_at <= restored {
+            result.in_flight += 1;
+        }
+        eprintln!(
+            "bench:   cut {i}: noticed after {:?}; restored {:?} after attempt 1 began; \
+             resumed {took:?} later by attempt {won} (begun {})",
+            first.at - cut_at,
+            restored - first.at,
+            if won_at <= restored {
+                "before the restore".to_string()
+            } else {
+                format!("{:?} after it", won_at - restored)
+            }
+        );
+        result.times.push(took);
+        server.wait_event("resumed", EVENT_TIMEOUT)?;
+        // The chat really works again.
+        client.write(&line)?;
+        result
+            .rtts
+            .push(rtt_of(&client.wait_event("ack", EVENT_TIMEOUT)?)?);
+        server.wait_event("message", EVENT_TIMEOUT)?;
+    }
+    client.finish_ok(EVENT_TIMEOUT)?;
     Ok(result)
 }

@@ -6,6 +6,7 @@
 //! cargo bench --bench chat -- --quick         # smoke run, reduced counts
 //! cargo bench --bench chat -- --case rtt      # some cases (and the floor)
 //! cargo bench --bench chat -- --case reach    # auto's connects (and connect)
+//! cargo bench --bench chat -- --case resume   # a chat back after a cut (root)
 //! cargo bench --bench chat -- --runs 3        # medians of 3 runs
 //! cargo bench --bench chat -- --help          # all options
 //! ```
@@ -33,6 +34,21 @@
 //!   `connect bin tcp`) and remembered (TCP at once; against it again);
 //!   each compared with pinned clients (`--transport quic|tcp`, as in
 //!   connect) interleaved with it, which the load cannot tell apart;
+//! - **resume** (binary only, issue #13): a chat/2 chat getting over a lost
+//!   connection. Server (`--resume-window 30`) and client (pinned to the
+//!   transport) in two network namespaces joined by a veth pair (the test
+//!   support's `NetPair`), both `--idle-timeout 1`; 10 times the link is
+//!   cut, and once the client reports `reconnecting` (and the server
+//!   `suspended`) the bench waits a further 0–2 s, spread evenly over the
+//!   cuts so the link comes back at different points of the client's
+//!   attempts and pauses, restores it, and times its return to the client's
+//!   `resumed` event (p50, p90, max); the part without a pause, from the
+//!   first attempt begun after the return to `resumed`, beside it (n/a
+//!   when no cut had one: a return during an attempt under way is picked
+//!   up by the stacks' own retransmissions, QUIC's PTO and TCP's SYN, which
+//!   Linux ≥ 6.7 resends every second four times; `in flight cuts` counts
+//!   those); one message acked after each resume. Needs root, `ip` and
+//!   `nft`, or the case cannot run (an error, as any case that cannot run);
 //! - **idle**: RSS of a server process with no client.
 //!
 //! Output: a table (figures, ratios to the floor, the issue's targets with
@@ -92,7 +108,7 @@ impl Via {
 }
 
 const CASES: &[&str] = &[
-    "floor", "rtt", "rate", "bulk", "hol", "connect", "reach", "idle", "memory",
+    "floor", "rtt", "rate", "bulk", "hol", "connect", "reach", "resume", "idle", "memory",
 ];
 
 /// Benchmarks of the chat over QUIC and TLS over TCP (issue #6).
@@ -103,7 +119,8 @@ struct Opts {
     #[arg(long)]
     quick: bool,
     /// Cases to run (repeatable or comma-separated): floor, rtt, rate, bulk,
-    /// hol, connect, reach, idle, memory (= bulk through the binary + idle).
+    /// hol, connect, reach, resume (as root), idle, memory (= bulk through
+    /// the binary + idle).
     /// Default: all. rtt brings the floor along, for its ratios, and reach
     /// the connect through the binary, to read next to it.
     #[arg(long = "case", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(CASES))]
@@ -144,6 +161,10 @@ struct Plan {
     connect_warmup: usize,
     connect_n: usize,
     bin_connect_n: usize,
+    resume_cuts: usize,
+    /// The longest wait, after the client noticed a cut, before the link
+    /// comes back (the longest reconnect pause).
+    resume_spread: Duration,
     idle_settle: Duration,
 }
 
@@ -167,6 +188,8 @@ impl Plan {
             // Also the reach case's count of auto and of pinned clients,
             // whose p50s it compares: 20, not fewer.
             bin_connect_n: q(20, 5),
+            resume_cuts: q(10, 3),
+            resume_spread: Duration::from_secs(2),
             idle_settle: Duration::from_millis(q(1_000, 300) as u64),
         }
     }
@@ -309,7 +332,7 @@ fn selection(opts: &Opts) -> Vec<Unit> {
     } else {
         opts.transport.clone()
     };
-    let order: [(&'static str, Via); 12] = [
+    let order: [(&'static str, Via); 13] = [
         ("floor", Via::Bare),
         ("rtt", Via::Lib),
         ("rtt", Via::Bin),
@@ -321,6 +344,7 @@ fn selection(opts: &Opts) -> Vec<Unit> {
         ("connect", Via::Lib),
         ("connect", Via::Bin),
         ("reach", Via::Bin),
+        ("resume", Via::Bin),
         ("idle", Via::Bin),
     ];
     let mut units = Vec::new();
@@ -466,6 +490,24 @@ fn describe(
                 ),
             }
         }
+        ("resume", _) => format!(
+            "`chat --mode server --transport {t} --resume-window 30` and a client pinned to it, \
+             in two network namespaces joined by a veth pair, both --idle-timeout 1; {n} cuts \
+             (every packet dropped both ways) in one chat: after the client's first \
+             reconnecting event (and the server's suspended), a further wait of {w} s \
+             x i/{d} for cut i (0..{n}), then the link restored; timed from the restore \
+             (both namespaces' drop rules flushed) to the client's resumed event; new attempt \
+             = from the reconnecting event of the first attempt begun after the restore to \
+             resumed, for the cuts that had one (no pause in it; n/a if none); in flight cuts = resumed by \
+             the attempt already under way at the restore; noticed = cut to the first \
+             reconnecting; rtt after = rtt_us of the one message acked after each resume; \
+             target p50 = 2 s (the longest reconnect pause) + 5 ms (one handshake with \
+             HELLO/WELCOME: the connect target) + 1 ms (one RTT; ~0.1 ms on veth), new attempt \
+             p50 = 5 ms + 1 ms",
+            n = p.resume_cuts,
+            w = p.resume_spread.as_secs_f64(),
+            d = p.resume_cuts.saturating_sub(1).max(1),
+        ),
         ("idle", _) => format!(
             "RSS (VmRSS) of `chat --mode server --json` with no client, {} ms after its \
              listening event; peak = VmHWM",
@@ -621,6 +663,29 @@ fn measure(
             }
             f.push(("excess_us", auto - pinned));
             f
+        }
+        ("resume", _) => {
+            let r = binary::resume(&env.bin, kind, p.resume_cuts, p.resume_spread)?;
+            let mut times: Vec<f64> = r.times.iter().map(|d| us(*d)).collect();
+            times.sort_by(f64::total_cmp);
+            let mut new: Vec<f64> = r.new_attempt.iter().map(|d| us(*d)).collect();
+            new.sort_by(f64::total_cmp);
+            let median =
+                |d: &[Duration]| util::median(&d.iter().map(|d| us(*d)).collect::<Vec<_>>());
+            vec![
+                ("p50_us", util::quantile(&times, 0.50)),
+                ("p90_us", util::quantile(&times, 0.90)),
+                ("max_us", times.last().copied().unwrap_or(f64::NAN)),
+                ("samples", times.len() as f64),
+                ("new_attempt_p50_us", util::quantile(&new, 0.50)),
+                (
+                    "new_attempt_max_us",
+                    new.last().copied().unwrap_or(f64::NAN),
+                ),
+                ("in_flight_cuts", r.in_flight as f64),
+                ("noticed_p50_us", median(&r.noticed)),
+                ("rtt_after_p50_us", median(&r.rtts)),
+            ]
         }
         ("idle", _) => {
             let i = binary::idle(&env.bin, kind, p.idle_settle)?;

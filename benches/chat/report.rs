@@ -90,7 +90,12 @@ impl Target {
 /// pinned clients measured with it: racing costs nothing when QUIC
 /// answers; a first fallback costs QUIC's 250 ms head start, not more (20
 /// ms of slack); a remembered one no head start at all (the same 20 ms,
-/// well below the shortest head start, 100 ms).
+/// well below the shortest head start, 100 ms). For resume (issue #13, "1
+/// RTT + the reconnect pause + one handshake"): the p50 of the link's
+/// return to `resumed` against the longest pause (2 s) + one handshake (5
+/// ms, the connect target: handshake and HELLO/WELCOME) + one RTT (1 ms,
+/// well above veth's ~0.1 ms); the part without a pause (from the first
+/// attempt begun after the return) against the handshake and RTT alone.
 pub fn targets(case: &str, via: Via, kind: TransportKind, s: Option<Situation>) -> Vec<Target> {
     use TransportKind::{Quic, Tcp};
     use Via::{Bin, Lib};
@@ -116,6 +121,13 @@ pub fn targets(case: &str, via: Via, kind: TransportKind, s: Option<Situation>) 
         ("bulk", Bin, _) => vec![Target::le("recv_peak_rss_mib", 100.0)],
         ("hol", Lib, _) => vec![Target::le("p99_us", 3_000.0)],
         ("connect", Lib, _) => vec![Target::le("p50_us", 5_000.0)],
+        ("resume", Bin, _) => vec![
+            Target::le(
+                "p50_us",
+                RESUME_PAUSE_US + RESUME_HANDSHAKE_US + RESUME_RTT_US,
+            ),
+            Target::le("new_attempt_p50_us", RESUME_HANDSHAKE_US + RESUME_RTT_US),
+        ],
         ("idle", Bin, _) => vec![Target::le("rss_mib", 10.0)],
         _ => Vec::new(),
     }
@@ -125,6 +137,13 @@ pub fn targets(case: &str, via: Via, kind: TransportKind, s: Option<Situation>) 
 /// an auto client's may be and still count as "the same": the noise of a
 /// p50 of 20 process starts on a busy 2-vCPU machine.
 const REACH_SAME: f64 = 1.10;
+
+/// The resume target's parts (µs): the longest reconnect pause
+/// (src/client/reconnect.rs), one handshake (the connect target) and one
+/// RTT.
+const RESUME_PAUSE_US: f64 = 2_000_000.0;
+const RESUME_HANDSHAKE_US: f64 = 5_000.0;
+const RESUME_RTT_US: f64 = 1_000.0;
 
 /// Adds `p50_x_floor` and `p99_x_floor` to the rtt rows of one run, against
 /// the floor of the same kind measured in that same run.
@@ -257,6 +276,9 @@ pub fn format_value(figure: &str, v: f64) -> String {
             format!("{v:.1} µs")
         } else if v.abs() < 1_000_000.0 {
             format!("{:.2} ms", v / 1e3)
+        } else if v.abs() < 10_000_000.0 {
+            // Milliseconds still show (the resume target: 2.006 s).
+            format!("{:.3} s", v / 1e6)
         } else {
             format!("{:.2} s", v / 1e6)
         }
