@@ -81,6 +81,11 @@ pub struct TcpTransport {
     messages: Reassembly,
     /// chat/2's opening frames (HELLO, WELCOME) and their order.
     opening: Opening,
+    /// We closed: `finish` lingers, so that our CLOSE is not destroyed by
+    /// a reset (in `finish`, not `close`, so that the caller can go on at
+    /// once: a server hands a resumed chat to the new connection without
+    /// waiting for the old one to go).
+    linger_due: bool,
 }
 
 impl TcpTransport {
@@ -116,6 +121,7 @@ impl TcpTransport {
             ),
             messages: Reassembly::new(limits.max_message_size),
             opening: Opening::new(peer.version, side),
+            linger_due: false,
         }
     }
 
@@ -403,7 +409,7 @@ impl Transport for TcpTransport {
         self.queue_close(code, &reason);
         self.writer.shutdown_done();
         self.write_and_shut_down().await;
-        self.linger().await;
+        self.linger_due = true;
     }
 
     async fn finish(mut self) {
@@ -415,6 +421,8 @@ impl Transport for TcpTransport {
             if matches!(self.end, Some(Disconnect::Violation { .. })) {
                 self.linger().await;
             }
+        } else if self.linger_due {
+            self.linger().await;
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod netns;
 mod peer;
 mod process;
 pub mod pty;
+mod readdress;
 mod server;
 mod temp;
 
