@@ -84,6 +84,7 @@ pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdow
         admitted: &mut admitted,
         door: &door,
         window: config.resume_window,
+        idle: config.limits.idle_timeout,
         io: &mut io,
         shutdown: &mut shutdown,
     };
@@ -108,6 +109,9 @@ pub async fn run(listener: Listener, config: Config, mut io: UserIo, mut shutdow
         }
     }
     let _ = stop.send(());
+    // A doorman waiting to hand over a client must not wait for a loop
+    // that has stopped taking them.
+    drop(admitted);
     if let Ok(listener) = doorman.await {
         listener.shutdown().await;
     }
@@ -253,6 +257,8 @@ struct Chat<'a> {
     admitted: &'a mut mpsc::Receiver<Admitted>,
     door: &'a Door,
     window: Duration,
+    /// Our own idle timeout, as WELCOME carries it.
+    idle: Duration,
     io: &'a mut UserIo,
     shutdown: &'a mut Quit,
 }
@@ -393,7 +399,7 @@ impl Chat<'_> {
                     token,
                     resume_window_ms: millis(self.window),
                     resumed: true,
-                    idle_timeout_ms: millis(idle_timeout),
+                    idle_timeout_ms: millis(self.idle),
                 });
                 link.send_control(session.received_frame());
                 let resumption = session.resume(&mut link, below, &ids);
@@ -442,7 +448,7 @@ impl Chat<'_> {
         } = a;
         match self.door.decide(peer.fingerprint, None) {
             Decision::New(token) | Decision::Replace(token) => {
-                link.send_control(welcome_new(token, self.window, idle_timeout));
+                link.send_control(welcome_new(token, self.window, self.idle));
                 link.flush();
                 let a = Admitted {
                     link,

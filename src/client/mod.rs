@@ -346,8 +346,9 @@ async fn chat(
             None => {
                 // The server no longer holds the chat (it restarted, or the
                 // window passed as it counts): what was not confirmed may
-                // or may not have arrived. A new chat begins.
-                session.end(
+                // or may not have arrived. A new chat begins; what the user
+                // typed and the session has not read yet goes to it.
+                session.report_end(
                     Disconnect::Lost {
                         reason: "the server no longer holds the chat (restarted?); a new chat \
                                  begins"
@@ -357,7 +358,7 @@ async fn chat(
                     false,
                 );
                 connected(io, &peer, None);
-                session = Session::new(Role::Client, opened.idle_timeout);
+                session = session.successor(opened.idle_timeout);
             }
         }
     }
@@ -441,7 +442,7 @@ async fn open(
             .await);
         }
     };
-    if resumed && resume.is_none() {
+    if resumed && resume.is_none_or(|r| r.token != token) {
         let why = violation("WELCOME resumes a chat that was never asked for".into());
         return Err(refuse(link, why).await);
     }

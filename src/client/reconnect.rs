@@ -76,35 +76,55 @@ pub(super) async fn reconnect(
             attempt,
             reason: reason.clone(),
         });
-        let tried = tokio::time::timeout_at(deadline, async {
-            let won = race::race(&redial.plan, &redial.tls, &redial.limits, |_, _| {}).await;
+        let tried = async {
+            let won = tokio::time::timeout_at(
+                deadline,
+                race::race(&redial.plan, &redial.tls, &redial.limits, |_, _| {}),
+            )
+            .await;
             let mut won = match won {
-                Ok(won) => won,
-                Err(failures) => {
+                Ok(Ok(won)) => won,
+                Ok(Err(failures)) => {
                     let listed: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
-                    return Err(Retry(listed.join("; ")));
+                    return Ok(Err(listed.join("; ")));
+                }
+                Err(_) => return Err(()),
+            };
+            // Past the deadline the attempt is closed, not dropped: a
+            // server that took the resume would otherwise hold the chat
+            // for a whole new window.
+            let opened = tokio::select! {
+                opened = open(&mut won.link, &won.peer, &redial.limits, Some(&resume)) => opened,
+                () = tokio::time::sleep_until(deadline) => {
+                    won.link.close(close_code::NO_ERROR, "the client gave up").await;
+                    won.link.finish().await;
+                    return Err(());
                 }
             };
-            match open(&mut won.link, &won.peer, &redial.limits, Some(&resume)).await {
-                Ok(opened) => Ok(Ok((won.link, won.peer, opened))),
+            match opened {
+                Ok(opened) => Ok(Ok(Ok((won.link, won.peer, opened)))),
                 Err(Refused(why)) => {
                     won.link.finish().await;
-                    Ok(Err(why))
+                    Ok(Ok(Err(why)))
                 }
             }
-        })
+        }
         .await;
+        // Err: the deadline passed; Ok(Err): no connection; Ok(Ok(Err)):
+        // a connection, and the chat not opened on it.
         match tried {
             Ok(Ok(Ok(back))) => return Reconnected::Back(Box::new(back)),
-            // Refused by a server we reached: BUSY (another client has the
-            // server), UNAUTHORIZED, a protocol error. Trying again would
-            // not change that, except for a connection lost while opening.
+            // Turned away by the server we reached (BUSY: another client
+            // has it; UNAUTHORIZED; its own protocol error): the chat is
+            // not held for us, and trying again would not change that.
+            // What went wrong on our side of this attempt — the connection
+            // lost while opening, no WELCOME in time — is tried again.
             Ok(Ok(Err(why))) => match why {
-                Disconnect::Lost { reason: r } => reason = r,
+                Disconnect::Lost { reason: r } | Disconnect::Violation { reason: r } => reason = r,
                 why => return Reconnected::GaveUp(why),
             },
-            Ok(Err(Retry(why))) => reason = why,
-            Err(_) => break,
+            Ok(Err(why)) => reason = why,
+            Err(()) => break,
         }
         debug!(
             ?pause,
@@ -121,9 +141,6 @@ pub(super) async fn reconnect(
         reason: format!("could not get the chat back in time (last: {reason})"),
     })
 }
-
-/// An attempt that may be repeated, and why it failed.
-struct Retry(String);
 
 /// Whether a connection that ended this way may be resumed: it was lost,
 /// or the server closed it with REPLACED (docs/protocol.md §12.5).

@@ -33,9 +33,10 @@ impl ReceivedIds {
 
     /// What a RECEIVED frame says of this set (docs/protocol.md §12.6):
     /// every id below `below` is in it, and so is each of `ids` (above
-    /// `below`, increasing). At most `max_ids` are listed: a peer that
-    /// skipped ids on purpose cannot make the frame grow without bound
-    /// (ours never leaves more than 1,024 messages unconfirmed).
+    /// `below`, increasing). At most `max_ids` are listed, the highest: a
+    /// gap can last (a message we rejected is not received, and is never
+    /// filled), and the ids the peer may still hold unconfirmed — ours
+    /// keeps at most 1,024 — are its latest.
     pub fn summary(&self, max_ids: usize) -> (u64, Vec<u64>) {
         let mut ranges = self.ranges.iter().peekable();
         let below = match ranges.peek() {
@@ -45,7 +46,12 @@ impl ReceivedIds {
             }
             _ => 0,
         };
-        let ids = ranges.flat_map(|(&s, &e)| s..e).take(max_ids).collect();
+        let mut ids: Vec<u64> = ranges
+            .rev()
+            .flat_map(|(&s, &e)| (s..e).rev())
+            .take(max_ids)
+            .collect();
+        ids.reverse();
         (below, ids)
     }
 
@@ -108,7 +114,7 @@ mod tests {
             r.insert(id).unwrap();
         }
         assert_eq!(r.summary(10), (3, vec![5, 7, 8]));
-        assert_eq!(r.summary(2), (3, vec![5, 7]));
+        assert_eq!(r.summary(2), (3, vec![7, 8]), "the highest are kept");
         let mut late = ReceivedIds::default();
         late.insert(4).unwrap();
         assert_eq!(late.summary(10), (0, vec![4]));

@@ -345,8 +345,10 @@ impl Session {
     }
 
     /// Holds the chat while it has no connection, until `until` resolves
-    /// or the user leaves: messages typed meanwhile are numbered in the
-    /// session, shown as sent and kept, to go out after a resume.
+    /// or the user leaves (`Quit`; also a client whose input has ended and
+    /// who has nothing left to confirm): messages typed meanwhile are
+    /// numbered in the session, shown as sent and kept, to go out after a
+    /// resume.
     pub async fn hold<F: Future>(
         &mut self,
         io: &mut UserIo,
@@ -355,6 +357,12 @@ impl Session {
     ) -> Held<F::Output> {
         let mut until = std::pin::pin!(until);
         loop {
+            // A client whose input has ended, with nothing left to
+            // confirm, has no reason to get the chat back.
+            if self.role == Role::Client && self.leaving_by.is_some() && self.unconfirmed.is_empty()
+            {
+                return Held::Quit;
+            }
             tokio::select! {
                 biased;
                 () = quit.wait() => return Held::Quit,
@@ -428,13 +436,10 @@ impl Session {
     }
 
     /// Reports the end of the chat and every message never confirmed.
+    /// A client's process ends with it: lines typed while the chat was
+    /// closing were never read, and are reported as not sent.
     pub fn end(&mut self, d: Disconnect, io: &mut UserIo, quit: bool) -> Outcome {
-        let unacked = self.unconfirmed.ids();
-        io.out.show_now(Shown::Disconnected {
-            why: d.clone(),
-            unacked: unacked.clone(),
-        });
-        // Lines typed while the chat was closing were never read: say so.
+        let outcome = self.report_end(d, io, quit);
         // (A server reads them next, and answers that no one is connected.)
         if self.role == Role::Client {
             while let Ok(input) = io.input.try_recv() {
@@ -443,11 +448,33 @@ impl Session {
                 }
             }
         }
+        outcome
+    }
+
+    /// Reports the end of the chat and every message never confirmed,
+    /// leaving what the user typed meanwhile for a chat that follows.
+    pub fn report_end(&mut self, d: Disconnect, io: &mut UserIo, quit: bool) -> Outcome {
+        let unacked = self.unconfirmed.ids();
+        io.out.show_now(Shown::Disconnected {
+            why: d.clone(),
+            unacked: unacked.clone(),
+        });
         Outcome {
             disconnect: d,
             unacked,
             quit,
         }
+    }
+
+    /// A new chat with the same peer after this one ended (the server no
+    /// longer held it): numbering starts again, and a client whose input
+    /// had ended leaves once the new chat has nothing to confirm.
+    pub fn successor(&self, ack_wait: Duration) -> Session {
+        let mut next = Session::new(self.role, ack_wait);
+        if self.leaving_by.is_some() {
+            next.leaving_by = Some(Instant::now() + ack_wait);
+        }
+        next
     }
 }
 
@@ -943,5 +970,24 @@ mod tests {
         assert_eq!(ended.disconnect.code(), Some(close_code::REPLACED));
         assert!(!ended.is_lost());
         assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 5");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_with_nothing_to_confirm_leaves_instead_of_reconnecting() {
+        let mut h = harness();
+        let mut session = Session::new(Role::Client, Duration::from_secs(5));
+        h.user.send(UserInput::End).await.unwrap();
+        let held = session
+            .hold(&mut h.io, &mut h.quit, std::future::pending::<()>())
+            .await;
+        assert!(matches!(held, Held::Quit));
+        // The next chat (a server that no longer held this one) keeps the
+        // leaving: it closes as soon as it has nothing to confirm.
+        let mut next = session.successor(Duration::from_secs(5));
+        let out = next
+            .run_once(&mut h.transport, &mut h.io, &mut h.quit)
+            .await;
+        assert!(out.disconnect.is_normal());
+        assert_eq!(h.wire.lock().unwrap().last().unwrap(), "close 0");
     }
 }

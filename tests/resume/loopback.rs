@@ -423,3 +423,82 @@ fn lost_for_good(t: TransportKind, how: NotResumed) {
     expect_none(&mut server, "resumed", "nothing was resumed");
     server.assert_only_json_events();
 }
+
+/// Idle timeout 2 s, loopback. The server is killed with a message of the
+/// client's unconfirmed; the client's input ends while it reconnects, and
+/// the server is started again: the client reports the old chat's
+/// unconfirmed message, opens the new chat, and — its input having ended,
+/// nothing to confirm in the new chat — leaves it at once (exit 0, code 0
+/// at the server), rather than keeping the server busy.
+pub fn ended_input_leaves_the_chat_a_restarted_server_gives(t: TransportKind) {
+    let test = format!(
+        "{}::ended_input_leaves_the_chat_a_restarted_server_gives",
+        t.name()
+    );
+    let home = TempDir::new("server-home");
+    let (mut server, addr, fp) = start_server_in(t, home.path(), 0, &SERVER_ARGS);
+    let port = port_of(&addr);
+    let mut client = start_client(t, &addr, &fp, &IDLE_ARGS);
+    await_connected(&mut server, &mut client, t, &fp);
+    let (mut up, mut down) = (Dir::new(&test, "c2s"), Dir::new(&test, "s2c"));
+    round(&mut up, &mut down, &mut server, &mut client);
+
+    server.signal("KILL");
+    server.kill();
+    drop(server);
+    let lost = up.say(&mut client);
+    client.wait_event("reconnecting", IDLE + MARGIN);
+    client.close_stdin();
+
+    let (mut server, _, _) = start_server_in(t, home.path(), port, &SERVER_ARGS);
+    let d = client.wait_event("disconnected", TIMEOUT);
+    if unacked_of(&mut client, &d) != [lost] {
+        client.fail(&format!(
+            "the old chat's unconfirmed message [{lost}] should be reported: {d}"
+        ));
+    }
+    await_connected(&mut server, &mut client, t, &fp);
+    client.expect_exit_code(0, TIMEOUT);
+    let sd = server.wait_event("disconnected", TIMEOUT);
+    if sd["code"].as_u64() != Some(close_code::NO_ERROR) {
+        server.fail(&format!(
+            "the client should leave the new chat normally: {sd}"
+        ));
+    }
+    for p in [&mut client, &mut server] {
+        p.assert_only_json_events();
+    }
+}
+
+/// Idle timeout 2 s, loopback, the server's window 30 s. Everything is
+/// confirmed when the server is killed; the client's input ends while it
+/// reconnects: with nothing left to confirm it leaves at once (exit 0)
+/// instead of trying for the rest of the window and exiting 1.
+pub fn ended_input_with_nothing_unconfirmed_stops_reconnecting(t: TransportKind) {
+    let test = format!(
+        "{}::ended_input_with_nothing_unconfirmed_stops_reconnecting",
+        t.name()
+    );
+    let home = TempDir::new("server-home");
+    let (mut server, addr, fp) = start_server_in(t, home.path(), 0, &SERVER_ARGS);
+    let mut client = start_client(t, &addr, &fp, &IDLE_ARGS);
+    await_connected(&mut server, &mut client, t, &fp);
+    let (mut up, mut down) = (Dir::new(&test, "c2s"), Dir::new(&test, "s2c"));
+    round(&mut up, &mut down, &mut server, &mut client);
+
+    server.signal("KILL");
+    server.kill();
+    drop(server);
+    client.wait_event("reconnecting", IDLE + MARGIN);
+    let ended_at = Instant::now();
+    client.close_stdin();
+    client.expect_exit_code(0, TIMEOUT);
+    let d = client.wait_event("disconnected", TIMEOUT);
+    if !unacked_of(&mut client, &d).is_empty() {
+        client.fail(&format!("nothing was unconfirmed: {d}"));
+    }
+    if ended_at.elapsed() >= WINDOW {
+        client.fail("the client should not try for the whole window");
+    }
+    client.assert_only_json_events();
+}

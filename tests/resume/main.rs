@@ -59,6 +59,8 @@ support::both_transports!(
     restarted_server_gives_a_new_chat,
     no_reconnect_client_gives_up_when_the_connection_is_lost,
     window_0_ends_the_chat_when_the_connection_is_lost,
+    ended_input_leaves_the_chat_a_restarted_server_gives,
+    ended_input_with_nothing_unconfirmed_stops_reconnecting,
 );
 
 /// Over TCP the server closes the connection a resume replaces with
