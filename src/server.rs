@@ -384,42 +384,31 @@ impl Chat<'_> {
 
     /// A client came for the chat named `token`: it resumes it, or (the
     /// same identity with a new chat) replaces it.
-    fn arrive(&mut self, session: &mut Session, token: Token, a: Admitted) -> Arrival {
-        match a.how {
+    fn arrive(&mut self, session: &mut Session, token: Token, mut a: Admitted) -> Arrival {
+        // What it came for is settled here; an empty resume stands in.
+        let resume = How::Resume {
+            below: 0,
+            ids: Vec::new(),
+        };
+        match std::mem::replace(&mut a.how, resume) {
             How::Resume { below, ids } => {
-                let Admitted {
-                    mut link,
-                    peer,
-                    label,
-                    idle_timeout,
-                    ..
-                } = a;
                 self.door.resumed(token);
-                link.send_control(Frame::Welcome {
+                a.link.send_control(Frame::Welcome {
                     token,
                     resume_window_ms: millis(self.window),
                     resumed: true,
                     idle_timeout_ms: millis(self.idle),
                 });
-                link.send_control(session.received_frame());
-                let resumption = session.resume(&mut link, below, &ids);
-                link.flush();
-                info!(peer = %peer.addr, transport = %peer.transport, "chat resumed");
+                a.link.send_control(session.received_frame());
+                let resumption = session.resume(&mut a.link, below, &ids);
+                a.link.flush();
+                info!(peer = %a.peer.addr, transport = %a.peer.transport, "chat resumed");
                 self.io.out.show_now(Shown::Resumed {
-                    transport: peer.transport,
-                    peer: peer.addr,
+                    transport: a.peer.transport,
+                    peer: a.peer.addr,
                     resumption,
                 });
-                Arrival::Resumed(Admitted {
-                    link,
-                    peer,
-                    label,
-                    idle_timeout,
-                    how: How::Resume {
-                        below: 0,
-                        ids: Vec::new(),
-                    },
-                })
+                Arrival::Resumed(a)
             }
             How::New { token: new } | How::Replace { token: new } => {
                 info!("the client started a new chat; the held one ends");
@@ -438,29 +427,17 @@ impl Chat<'_> {
 
     /// A resume that arrived once its chat had ended: answered as a new
     /// chat, or turned away if another has begun meanwhile.
-    async fn stale_resume(&mut self, a: Admitted) -> bool {
-        let Admitted {
-            mut link,
-            peer,
-            label,
-            idle_timeout,
-            ..
-        } = a;
-        match self.door.decide(peer.fingerprint, None) {
+    async fn stale_resume(&mut self, mut a: Admitted) -> bool {
+        match self.door.decide(a.peer.fingerprint, None) {
             Decision::New(token) | Decision::Replace(token) => {
-                link.send_control(welcome_new(token, self.window, self.idle));
-                link.flush();
-                let a = Admitted {
-                    link,
-                    peer,
-                    label,
-                    idle_timeout,
-                    how: How::Replace { token },
-                };
+                a.link
+                    .send_control(welcome_new(token, self.window, self.idle));
+                a.link.flush();
+                a.how = How::Replace { token };
                 self.chat(a, token).await
             }
             Decision::Resume | Decision::Busy => {
-                tokio::spawn(RefuseLater::Link(Box::new(link)).busy());
+                tokio::spawn(RefuseLater::Link(Box::new(a.link)).busy());
                 false
             }
         }

@@ -142,27 +142,6 @@ fn expect_lost(p: &mut Peer, d: &Value) {
     }
 }
 
-/// Wait (bounded) until a process signalled with SIGSTOP is really stopped
-/// (state `T` in /proc), so that it cannot answer anything any more.
-fn wait_stopped(p: &mut Peer) {
-    let stat = format!("/proc/{}/stat", p.pid());
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let text = std::fs::read_to_string(&stat).unwrap_or_default();
-        // `pid (comm) STATE ...`; comm may hold spaces or parentheses.
-        let state = text
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        if state == Some("T") {
-            return;
-        }
-        if Instant::now() >= deadline {
-            p.fail(&format!("process did not stop after SIGSTOP: {text:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Wait for `disconnected` until `deadline`.
 fn disconnected_by(p: &mut Peer, deadline: Instant) -> Value {
     let left = deadline.saturating_duration_since(Instant::now());
@@ -369,7 +348,7 @@ fn frozen_then_killed_client_is_detected_and_next_served(t: TransportKind) {
     exchange(&mut server, &mut client, 0, "ok");
 
     client.signal("STOP");
-    wait_stopped(&mut client);
+    client.wait_stopped();
     let frozen_at = Instant::now();
     server.send_text("to a frozen client");
     server.wait_event_id("sent", 1, TIMEOUT);
@@ -393,7 +372,7 @@ fn frozen_then_killed_client_is_detected_and_next_served(t: TransportKind) {
     await_connected(&mut server, &mut second, t, &fingerprint);
     exchange(&mut second, &mut server, 0, "second client");
     second.signal("STOP");
-    wait_stopped(&mut second);
+    second.wait_stopped();
     std::thread::sleep(Duration::from_millis(500));
     second.signal("KILL");
     let killed_at = Instant::now();

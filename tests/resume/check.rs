@@ -3,7 +3,7 @@
 //! exactly-once accounting over everything a process printed.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -374,24 +374,5 @@ fn client_last_disconnected(client: &mut Peer) -> Value {
     match client.events_named("disconnected").last() {
         Some(d) => (*d).clone(),
         None => client.fail("the client should report `disconnected` before exiting"),
-    }
-}
-
-/// Waits until a process sent SIGSTOP is really stopped (state `T`).
-pub fn wait_stopped(p: &mut Peer) {
-    let stat = format!("/proc/{}/stat", p.pid());
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let text = std::fs::read_to_string(&stat).unwrap_or_default();
-        let state = text
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        if state == Some("T") {
-            return;
-        }
-        if Instant::now() >= deadline {
-            p.fail(&format!("process did not stop after SIGSTOP: {text:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }

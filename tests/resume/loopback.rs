@@ -81,7 +81,7 @@ pub fn frozen_client_resumes_and_a_stranger_is_turned_away(t: TransportKind) {
     round(&mut up, &mut down, &mut server, &mut client);
 
     client.signal("STOP");
-    wait_stopped(&mut client);
+    client.wait_stopped();
     let frozen_at = Instant::now();
     down.say(&mut server);
     up.type_in(&mut client);
@@ -372,7 +372,7 @@ fn lost_for_good(t: TransportKind, how: NotResumed) {
     round(&mut up, &mut down, &mut server, &mut client);
 
     server.signal("STOP");
-    wait_stopped(&mut server);
+    server.wait_stopped();
     let frozen_at = Instant::now();
     let lost = up.say(&mut client);
     let d = client.wait_event("disconnected", IDLE + MARGIN);

@@ -297,6 +297,27 @@ impl Peer {
         );
     }
 
+    /// Waits (bounded) until the process, sent SIGSTOP, is really stopped
+    /// (state `T` in /proc), so that it cannot answer anything any more.
+    pub fn wait_stopped(&mut self) {
+        let stat = format!("/proc/{}/stat", self.pid());
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            // `pid (comm) STATE ...`; comm may hold spaces or parentheses.
+            let state = text
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next());
+            if state == Some("T") {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("process did not stop after SIGSTOP: {text:?}"));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     // ----- stdout events -------------------------------------------------
 
     fn record(&mut self, line: Line) -> usize {
