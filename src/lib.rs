@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod interfaces;
 pub mod protocol;
 pub mod server;
 pub mod session;

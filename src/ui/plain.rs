@@ -60,6 +60,32 @@ pub fn skipped(events: u64, messages: u64) -> String {
     )
 }
 
+/// Where clients reach a server listening on `addr`, and the exact command
+/// they run: the machine's addresses when it listens on all of them.
+pub fn where_to_connect(
+    transports: &[TransportKind],
+    addr: SocketAddr,
+    fingerprint: Fingerprint,
+) -> Vec<String> {
+    let ips = crate::interfaces::reachable_at(addr);
+    let mut lines = Vec::new();
+    if addr.ip().is_unspecified() && !ips.is_empty() {
+        let all: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        lines.push(format!("reachable at: {}", all.join(", ")));
+    }
+    let host = ips.first().map_or(format!("HOST:{}", addr.port()), |ip| {
+        crate::interfaces::host_port(*ip, addr.port())
+    });
+    let only = match transports {
+        [one] => format!(" --transport {one}"),
+        _ => String::new(),
+    };
+    lines.push(format!(
+        "clients connect with: chat --mode client{only} --addr {host} --fingerprint {fingerprint}"
+    ));
+    lines
+}
+
 /// A chat held after its client's connection was lost, for people.
 pub fn suspended(reason: &str, window: Duration) -> String {
     format!(
@@ -131,14 +157,9 @@ impl<W: Write + Send + 'static> Sink for PlainSink<W> {
                     transports_text(&transports)
                 ));
                 self.line(&format!("server fingerprint: {fingerprint}"));
-                let only = match transports.as_slice() {
-                    [one] => format!(" --transport {one}"),
-                    _ => String::new(),
-                };
-                self.line(&format!(
-                    "clients connect with: chat --mode client{only} --addr HOST:{} --fingerprint {fingerprint}",
-                    addr.port()
-                ));
+                for line in where_to_connect(&transports, addr, fingerprint) {
+                    self.line(&line);
+                }
                 self.line("waiting for a client…");
             }
             // Shown at a terminal only (on stderr, before the chat starts).

@@ -33,6 +33,7 @@ use super::input::UserInput;
 use super::output::{Shown, Sink, transports_text};
 use super::plain::{
     format_rtt, peer_identity, reconnecting, reject_kind, resumed, skipped, suspended, turned_away,
+    where_to_connect,
 };
 use super::render::{sanitize, sanitize_line};
 use crate::protocol::body::Body;
@@ -524,6 +525,9 @@ impl Sink for TerminalSink {
                     &format!("listening on {addr} ({})", transports_text(&transports)),
                 );
                 self.line("", &format!("server fingerprint: {fingerprint}"));
+                for line in where_to_connect(&transports, addr, fingerprint) {
+                    self.line("", &line);
+                }
                 self.line("", "waiting for a client… (/help for commands)");
             }
             Shown::Connecting { transport, addr } => {
