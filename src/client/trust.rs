@@ -65,6 +65,17 @@ impl Trust {
         }
     }
 
+    /// The server for people: its name, and the address it was reached at
+    /// when that says more (`example.org:7200 (192.0.2.7:7200)`).
+    fn named(&self, peer: &PeerInfo) -> String {
+        let addr = peer.addr.to_string();
+        if addr == self.host {
+            addr
+        } else {
+            format!("{} ({addr})", self.host)
+        }
+    }
+
     /// A server never seen before: ask at a terminal, accept with
     /// --accept-new, refuse otherwise. Trusted servers are recorded.
     pub async fn first_contact(&self, peer: &PeerInfo, json: bool, accept_new: bool) -> Result<()> {
@@ -76,18 +87,17 @@ impl Trust {
             true
         } else if interactive {
             eprintln!(
-                "The server {} ({}) is not known yet.\nIts fingerprint is {fp}\n\
+                "The server {} is not known yet.\nIts fingerprint is {fp}\n\
                  Compare it with the one the server printed when it started.",
-                &self.host, peer.addr
+                self.named(peer)
             );
             ask("Trust this server? [y/N] ").await?
         } else {
             bail!(
-                "the server {} ({}) is not known yet; its fingerprint is {fp}. \
+                "the server {} is not known yet; its fingerprint is {fp}. \
                  Compare it with the one the server printed, then run again with --accept-new \
                  to trust and remember it, or with --fingerprint {fp} to trust it this once",
-                &self.host,
-                peer.addr
+                self.named(peer)
             );
         };
         if !accepted {

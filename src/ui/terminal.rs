@@ -36,8 +36,8 @@ use super::plain::{
     where_to_connect,
 };
 use super::render::{sanitize, sanitize_line};
+use crate::protocol::MessageId;
 use crate::protocol::body::Body;
-use crate::protocol::{MessageId, close_code};
 use crate::transport::Disconnect;
 
 /// Lines waiting to be printed above the prompt before writers wait.
@@ -605,17 +605,14 @@ impl Sink for TerminalSink {
 
 impl TerminalSink {
     fn disconnected(&mut self, why: &Disconnect, unacked: &[MessageId]) {
-        let code = why
-            .code()
-            .map_or(String::new(), |c| format!(" ({})", close_code::name(c)));
+        // In words only: the reason says what a close code would (a peer
+        // that gave none is described with its code's name).
         let text = sanitize_line(&why.describe());
         let (style, text) = match why {
-            Disconnect::Local { .. } => ("", format!("you left the chat{code}")),
-            Disconnect::Peer { .. } if why.is_normal() => ("", format!("peer left: {text}{code}")),
-            Disconnect::Peer { .. } => (BAD, format!("peer closed the chat: {text}{code}")),
-            Disconnect::Violation { .. } | Disconnect::Lost { .. } => {
-                (BAD, format!("{text}{code}"))
-            }
+            Disconnect::Local { .. } => ("", "you left the chat".to_string()),
+            Disconnect::Peer { .. } if why.is_normal() => ("", format!("peer left: {text}")),
+            Disconnect::Peer { .. } => (BAD, format!("peer closed the chat: {text}")),
+            Disconnect::Violation { .. } | Disconnect::Lost { .. } => (BAD, text),
         };
         self.line(style, &text);
         for id in unacked {
