@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use chat::cli::{CertArgs, Cli, Command, Mode};
@@ -20,7 +20,8 @@ use chat::ui::{self, Quit, terminal};
 use chat::{client, server};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Logs go to stderr so they never mix with chat output on stdout. By
     // default quinn_udp's send errors are left out: while the network is
     // down (the moment a chat is being got back) every packet would log
@@ -46,6 +47,11 @@ fn main() -> ExitCode {
                     )
                     .exit();
             };
+            if let Err(why) = usage_of_mode(&cli, &matches, mode) {
+                Cli::command()
+                    .error(clap::error::ErrorKind::ArgumentConflict, why)
+                    .exit();
+            }
             // One thread: a chat is latency-bound, and cross-thread wake-ups
             // cost more than they bring (measured in the benchmarks).
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -64,6 +70,40 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(status)
+}
+
+/// A client's `--addr` that cannot be a server address is a usage error
+/// (exit status 2), not a runtime failure; flags that only the other mode
+/// uses, given on the command line, are said to be ignored rather than
+/// ignored silently. (Not refused: scripts and tests hand both ends one set
+/// of flags.)
+fn usage_of_mode(
+    cli: &Cli,
+    matches: &clap::ArgMatches,
+    mode: Mode,
+) -> std::result::Result<(), String> {
+    const SERVER_ONLY: &[&str] = &["bind", "key", "allow", "allow_file", "resume_window"];
+    const CLIENT_ONLY: &[&str] = &[
+        "addr",
+        "fingerprint",
+        "accept_new",
+        "insecure",
+        "no_reconnect",
+    ];
+    let (other, this) = match mode {
+        Mode::Server => (CLIENT_ONLY, "server"),
+        Mode::Client => (SERVER_ONLY, "client"),
+    };
+    for id in other {
+        if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            let flag = format!("--{}", id.replace('_', "-"));
+            eprintln!("warning: {flag} does nothing for a {this} (--mode {this}); ignored");
+        }
+    }
+    if mode == Mode::Client {
+        client::host_key(&cli.chat.addr, cli.chat.port).map_err(|e| format!("--addr: {e:#}"))?;
+    }
+    Ok(())
 }
 
 /// Prints an error (as an `error` event too in JSON mode) and picks the exit

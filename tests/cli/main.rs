@@ -101,4 +101,61 @@ fn usage_errors_exit_2(t: TransportKind) {
         "`chat` with no arguments should exit 2, got {st}; stderr:\n{}",
         p.stderr_text()
     );
+
+    // A server address that cannot be one is a usage error too, said
+    // before anything is tried.
+    let (st, p) = run_chat(
+        "chat --addr 192.0.2.7:notaport",
+        &[
+            "--mode",
+            "client",
+            "--addr",
+            "192.0.2.7:notaport",
+            "--transport",
+            t.name(),
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(
+        st.code(),
+        Some(2),
+        "a bad --addr should exit 2, got {st}; stderr:\n{}",
+        p.stderr_text()
+    );
+    assert!(
+        p.stderr_text().contains("bad port"),
+        "the error should say what is wrong: {}",
+        p.stderr_text()
+    );
+}
+
+/// A flag only the other mode uses is said to be ignored, not ignored
+/// silently (the client here has nowhere to connect to and fails at once).
+#[test]
+fn flags_of_the_other_mode_are_reported() {
+    let home = TempDir::new("client-home");
+    let (_, p) = run_chat(
+        "chat --mode client --bind",
+        &[
+            "--mode",
+            "client",
+            "--bind",
+            "0.0.0.0",
+            "--addr",
+            "127.0.0.1:1",
+            "--fingerprint",
+            &format!("sha256:{}", "0".repeat(64)),
+            "--transport",
+            "tcp",
+            "--home",
+            &home.path().display().to_string(),
+        ],
+        TIMEOUT,
+    );
+    assert!(
+        p.stderr_text()
+            .contains("--bind does nothing for a client (--mode client); ignored"),
+        "stderr:\n{}",
+        p.stderr_text()
+    );
 }
