@@ -485,12 +485,26 @@ fn cut(body: &Body) -> String {
     let mut out = String::new();
     let mut cut = head.len() < body.len();
     for (i, line) in text.split('\n').enumerate() {
-        if i >= max_lines || out.len() + line.len() > MAX_SHOWN_CHARS {
+        if i >= max_lines {
             cut = true;
             break;
         }
         if i > 0 {
             out.push_str("\n         ");
+        }
+        // A line that would pass the limit is shown up to it (at a
+        // character boundary), not left out.
+        let room = MAX_SHOWN_CHARS.saturating_sub(out.len());
+        if line.len() > room {
+            let end = line
+                .char_indices()
+                .map(|(at, _)| at)
+                .take_while(|&at| at <= room)
+                .last()
+                .unwrap_or(0);
+            out.push_str(&line[..end]);
+            cut = true;
+            break;
         }
         out.push_str(line);
     }
@@ -653,5 +667,11 @@ mod tests {
         assert!(s.lines().count() < 100);
         let short = cut(&Body::from(&b"a\nb"[..]));
         assert_eq!(short, "a\n         b");
+        // One long line: its start is shown, cut at a character boundary.
+        let long = cut(&Body::from(bytes::Bytes::from("é".repeat(3500))));
+        let shown = long.lines().next().unwrap();
+        assert!(shown.starts_with("ééé"), "{long:.40}");
+        assert!(shown.len() <= MAX_SHOWN_CHARS && shown.len() > MAX_SHOWN_CHARS - 4);
+        assert!(long.contains("7000 bytes, shown truncated"));
     }
 }
