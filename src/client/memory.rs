@@ -8,15 +8,18 @@
 //! One line per server and local address: `HOST:PORT LOCAL-IP RTT-µs
 //! TCP-TOGETHER-UNTIL BACKOFF-s` (the times in seconds since the epoch).
 //! It is a hint: a line lost to two clients writing at once costs one
-//! slower connect, so the file is replaced atomically but not locked.
+//! slower connect, so the file is replaced atomically but not locked. It is
+//! read and written as the other files of the home are
+//! ([`crate::trust::files`]): a link or a file another user could have
+//! written is ignored (with a warning), never followed.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::trust::identity::write_atomic;
+use crate::trust::files::{self, FileError, Kind, Links};
 
 /// The file, in the client's home.
 pub(super) const FILE_NAME: &str = "reach";
@@ -152,22 +155,36 @@ impl Memory {
                 )
             })
             .collect();
-        if let Some(dir) = self.path.parent()
-            && let Err(e) = std::fs::create_dir_all(dir)
-        {
-            debug!("cannot create {}: {e}", dir.display());
-            return;
-        }
-        if let Err(e) = write_atomic(&self.path, text.as_bytes(), 0o600) {
-            debug!("cannot write {}: {e}", self.path.display());
+        let write = || -> Result<(), FileError> {
+            if let Some(dir) = self.path.parent() {
+                files::ensure_dir(dir)?;
+            }
+            files::write(&self.path, text.as_bytes(), 0o600)
+        };
+        if let Err(e) = write() {
+            debug!("{e}");
         }
     }
 
     fn lines(&self) -> Vec<(Key, Entry)> {
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
-            return Vec::new();
+        let bytes = match files::read(&self.path, Kind::Public, Links::Refuse) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Vec::new(),
+            Err(e @ FileError::Io { .. }) => {
+                debug!("{e}");
+                return Vec::new();
+            }
+            // Only a hint: the chat goes on without it, but the user hears
+            // that something in the home is wrong.
+            Err(e) => {
+                warn!("{e}; going on without it");
+                return Vec::new();
+            }
         };
-        text.lines().filter_map(parse).collect()
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(parse)
+            .collect()
     }
 }
 

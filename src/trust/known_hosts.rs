@@ -3,17 +3,18 @@
 //! name.
 //!
 //! Updates take an exclusive lock on a side file, re-read the list, and
-//! replace it atomically (temp file, fsync, rename), so two clients recording
-//! hosts at the same time lose neither entry and a crash never leaves half a
-//! file.
+//! replace it atomically (see [`crate::trust::files`]: a random temporary
+//! file, fsync, rename), so two clients recording hosts at the same time
+//! lose neither entry and a crash or a full disk never leaves half a file.
+//! The file is never read or written through a symlink, and one that
+//! another user owns or can write is refused, as is such a home.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::trust::identity::{Fingerprint, IdentityError, write_atomic};
+use crate::trust::files::{self, FileError, Kind, Links};
+use crate::trust::identity::Fingerprint;
 
 pub const FILE_NAME: &str = "known_hosts";
 
@@ -25,18 +26,15 @@ const HEADER: &str = "\
 
 #[derive(Debug, Error)]
 pub enum KnownHostsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{} is not valid UTF-8; fix or remove it", path.display())]
+    NotText { path: PathBuf },
     #[error("cannot lock {path}: {source}")]
     Lock {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error(transparent)]
-    Write(#[from] IdentityError),
+    File(#[from] FileError),
 }
 
 /// One trusted server, with where it was found.
@@ -68,17 +66,27 @@ impl KnownHosts {
     /// Every entry in the file; malformed lines are skipped (and logged), so
     /// one bad edit by hand does not lock the user out of every server.
     pub fn entries(&self) -> Result<Vec<Entry>, KnownHostsError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(KnownHostsError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
+        files::check_dir_if_exists(self.dir())?;
+        Ok(parse(&self.read()?.unwrap_or_default()))
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The file's text, checked (no link, ours or root's, not writable by
+    /// others); `None` if there is no file.
+    fn read(&self) -> Result<Option<String>, KnownHostsError> {
+        match files::read(&self.path, Kind::Public, Links::Refuse)? {
+            None => Ok(None),
+            Some(bytes) => {
+                String::from_utf8(bytes)
+                    .map(Some)
+                    .map_err(|_| KnownHostsError::NotText {
+                        path: self.path.clone(),
+                    })
             }
-        };
-        Ok(parse(&text))
+        }
     }
 
     /// The entry for `host` (as `HOST:PORT`), if any.
@@ -108,38 +116,19 @@ impl KnownHosts {
     /// Read-modify-write under an exclusive lock, keeping comments and any
     /// lines we do not understand.
     fn update(&self, change: impl FnOnce(&mut Vec<String>)) -> Result<(), KnownHostsError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|source| KnownHostsError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        files::ensure_dir(self.dir())?;
         let lock_path = self.path.with_extension("lock");
-        let lock_err = |source| KnownHostsError::Lock {
+        let lock = files::open_lock(&lock_path)?;
+        lock.lock().map_err(|source| KnownHostsError::Lock {
             path: lock_path.clone(),
             source,
-        };
-        let lock: File = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(lock_err)?;
-        lock.lock().map_err(lock_err)?;
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => HEADER.to_string(),
-            Err(source) => {
-                return Err(KnownHostsError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
+        })?;
+        let text = self.read()?.unwrap_or_else(|| HEADER.to_string());
         let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
         change(&mut lines);
         let mut out = lines.join("\n");
         out.push('\n');
-        write_atomic(&self.path, out.as_bytes(), 0o644)?;
+        files::write(&self.path, out.as_bytes(), 0o644)?;
         // The lock is released when `lock` is dropped.
         Ok(())
     }
@@ -179,6 +168,7 @@ fn parse(text: &str) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn temp_home(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("chat-kh-{name}-{}", std::process::id()));
@@ -237,6 +227,46 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(KnownHosts::in_home(&home).entries().unwrap().len(), 80);
+        fs::remove_dir_all(&home).unwrap();
+    }
+
+    /// A known_hosts that is a link to a private file is refused, naming
+    /// it, on reading and on recording; the target is neither changed nor
+    /// copied (the old code copied it into a new 0644 file).
+    #[test]
+    fn a_linked_known_hosts_is_refused_and_its_target_untouched() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = temp_home("link");
+        fs::create_dir_all(&home).unwrap();
+        let secret = home.join("secret");
+        fs::write(&secret, "h:9 sha256:secret\n").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&secret, home.join(FILE_NAME)).unwrap();
+        let kh = KnownHosts::in_home(&home);
+        let e = kh.entries().unwrap_err();
+        assert!(
+            matches!(e, KnownHostsError::File(FileError::Symlink { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&kh.path().display().to_string()));
+        assert!(kh.record("h:1", Fingerprint::of(b"x")).is_err());
+        assert_eq!(fs::read_to_string(&secret).unwrap(), "h:9 sha256:secret\n");
+        assert!(fs::symlink_metadata(kh.path()).unwrap().is_symlink());
+        fs::remove_dir_all(&home).unwrap();
+    }
+
+    #[test]
+    fn a_known_hosts_writable_by_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = temp_home("writable");
+        let kh = KnownHosts::in_home(&home);
+        kh.record("h:1", Fingerprint::of(b"x")).unwrap();
+        fs::set_permissions(kh.path(), fs::Permissions::from_mode(0o666)).unwrap();
+        let e = kh.lookup("h:1").unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("chmod go-w {}", kh.path().display())),
+            "{e}"
+        );
         fs::remove_dir_all(&home).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! known hosts and the server's allow list.
 
 pub mod allow;
+pub mod files;
 pub mod identity;
 pub mod known_hosts;
 pub mod tls;

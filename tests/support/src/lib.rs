@@ -18,6 +18,7 @@ pub mod pty;
 mod readdress;
 mod server;
 mod temp;
+mod tmpfs;
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub use peer::*;
 pub use process::{ChatProcess, Process, fd_count, proc_status_kib, rss_kib};
 pub use server::*;
 pub use temp::TempDir;
+pub use tmpfs::Tmpfs;
 
 /// Default timeout for one expected event. CI is a loaded 2-core machine
 /// running a debug build, so this is deliberately generous.
