@@ -9,6 +9,7 @@
 //! 127/8 is loopback on Linux), the legitimate client 127.0.0.1, as they
 //! would be different hosts on the internet.
 
+mod both;
 mod dualstack;
 mod flood;
 mod logs;

@@ -11,7 +11,7 @@ use super::*;
 
 /// What each attacking socket does once connected.
 #[derive(Clone, Copy, Debug)]
-enum Stall {
+pub enum Stall {
     /// Sends nothing.
     Silent,
     /// Sends a ClientHello one byte a second (slow loris).
@@ -26,7 +26,7 @@ const PARTIAL_HELLO: &[u8] = &[
 /// `sockets` connections to `server`, from `sources` attacker addresses,
 /// each reopened as soon as it is closed, until `stop`. Counts connections
 /// opened.
-fn attack(
+pub fn attack(
     rt: &tokio::runtime::Runtime,
     server: SocketAddr,
     sockets: usize,
@@ -90,7 +90,7 @@ fn attack(
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

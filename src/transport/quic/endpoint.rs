@@ -1,6 +1,6 @@
 //! Where QUIC connections come from: the server's endpoint and its
-//! handshakes (address validation with Retry under load, a budget of
-//! handshakes in progress, a deadline), the client's connect, and the QUIC
+//! handshakes (address validation with Retry, a budget of handshakes in
+//! progress, a deadline), the client's connect, and the QUIC
 //! settings both use.
 
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use crate::trust::tls;
 pub const MAX_HANDSHAKES: usize = 1024;
 
 /// QUIC handshakes one source (IPv4 address, IPv6 /64) may have in
-/// progress; only validated addresses get that far under load.
+/// progress; only validated addresses get that far (see [`RETRY_THRESHOLD`]).
 pub const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 
 /// Handshakes in progress past which a peer whose address is not validated
@@ -138,8 +138,8 @@ impl Listener {
     /// Accepts connections forever, completing each handshake in its own task
     /// (so a stalled client holds up no one) and passing finished ones on.
     ///
-    /// Under load ([`RETRY_THRESHOLD`] handshakes in progress) a peer must
-    /// first prove its address with a Retry; validated peers share the
+    /// Past [`RETRY_THRESHOLD`] handshakes in progress (0: always) a peer
+    /// must first prove its address with a Retry; validated peers share the
     /// budget, in which the oldest handshake makes room for the newest.
     pub fn spawn_acceptor(
         &self,
