@@ -1,6 +1,7 @@
 //! The `chat` binary: parses the command line, sets up logging and the
 //! runtime, and turns errors into messages and exit statuses.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -25,8 +26,11 @@ fn main() -> ExitCode {
     // Logs go to stderr so they never mix with chat output on stdout. By
     // default quinn_udp's send errors are left out: while the network is
     // down (the moment a chat is being got back) every packet would log
-    // one, and the chat says what is going on in its own words.
+    // one, and the chat says what is going on in its own words. Colour
+    // only for a person at a terminal: escape codes in a log file are noise.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("warn,quinn_udp=error")),

@@ -802,8 +802,9 @@ fn new_token() -> Token {
 }
 
 /// Binds a listener for `transports` on `bind` (or, without one, on all
-/// IPv6 interfaces, which on most systems accept IPv4 too, with IPv4-only as
-/// the fallback for machines without IPv6).
+/// IPv6 interfaces with IPV6_V6ONLY off, so IPv4 too, whatever the
+/// machine's default; IPv4-only is the fallback for machines without IPv6
+/// or without dual-stack sockets).
 pub async fn bind(
     transports: &[TransportKind],
     bind: Option<IpAddr>,

@@ -7,14 +7,17 @@
 //! transports at once is two acceptors feeding the same channel.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::strangers::{self, StrangerLog};
 use super::{Limits, Link, PeerInfo, Tasks, TransportKind, quic, tcp};
 use crate::trust::identity::{Fingerprint, Identity};
 
-/// How long a client has to complete its handshake.
+/// How long a client has to complete its handshake (TLS over TCP and QUIC
+/// alike): a stalled handshake gives its place in the budget back then.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Finished handshakes waiting for the server to decide about them.
@@ -136,6 +139,8 @@ impl Listener {
         // Aborted on the way out if a later transport cannot bind, so that
         // no socket of this attempt stays bound.
         let mut acceptors = Tasks(Vec::new());
+        let log = Arc::new(StrangerLog::default());
+        acceptors.0.push(spawn_log_flusher(log.clone()));
         let mut at = addr;
         for (i, &transport) in transports.iter().enumerate() {
             let bound: Result<Endpoint, BindError> = match transport {
@@ -165,8 +170,8 @@ impl Listener {
                 at = local;
             }
             acceptors.0.push(match &bound {
-                Endpoint::Quic(l) => l.spawn_acceptor(tx.clone()),
-                Endpoint::Tcp(l) => l.spawn_acceptor(tx.clone()),
+                Endpoint::Quic(l) => l.spawn_acceptor(tx.clone(), log.clone()),
+                Endpoint::Tcp(l) => l.spawn_acceptor(tx.clone(), log.clone()),
             });
             endpoints.push(bound);
         }
@@ -211,4 +216,16 @@ impl Listener {
             }
         }
     }
+}
+
+/// Writes the summary of warnings about strangers held back in a window,
+/// also when the flood has stopped and nothing else would trigger it.
+fn spawn_log_flusher(log: Arc<StrangerLog>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(strangers::WINDOW / 2);
+        loop {
+            tick.tick().await;
+            log.flush();
+        }
+    })
 }

@@ -9,10 +9,13 @@
 //! `next_event` and `flush`. Either way a large message being sent never
 //! delays an acknowledgement.
 
+pub mod budget;
 mod handshake;
 mod link;
 mod listener;
 pub mod quic;
+mod socket;
+pub(crate) mod strangers;
 pub mod tcp;
 
 pub use handshake::AlpnMismatch;

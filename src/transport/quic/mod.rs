@@ -84,7 +84,10 @@ pub(super) struct Shared {
 impl Shared {
     /// The peer broke the protocol: close with PROTOCOL_ERROR and a reason.
     pub(super) fn violation(&self, reason: String) {
-        warn!(peer = %self.conn.remote_address(), "protocol error: {reason}");
+        warn!(
+            peer = %crate::transport::strangers::plain(self.conn.remote_address()),
+            "protocol error: {reason}"
+        );
         let reason = clip_reason(&reason).to_string();
         self.end.set(Disconnect::Violation {
             reason: reason.clone(),
@@ -296,7 +299,7 @@ mod tests {
         .unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, mut handshaken) = mpsc::channel(1);
-        let _acceptor = listener.spawn_acceptor(tx);
+        let _acceptor = listener.spawn_acceptor(tx, Default::default());
 
         let client_tls = testing::client_tls();
         let _peer = tokio::spawn(async move {

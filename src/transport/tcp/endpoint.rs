@@ -1,7 +1,7 @@
 //! Where TCP connections come from: the server's listening socket and its
-//! TLS handshakes (each in a task of its own, under a timeout and a cap on
-//! how many run at once), the client's connect, and the socket options both
-//! use.
+//! TLS handshakes (each in a task of its own, under a deadline and within
+//! the [budget](crate::transport::budget) of handshakes in progress), the
+//! client's connect, and the socket options both use.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,13 +14,22 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
 use super::{LINGER, TcpTransport};
-use crate::transport::{Limits, PeerInfo, Side, Transport, TransportKind, handshake, listener};
+use crate::transport::budget::Budget;
+use crate::transport::strangers::{Event, StrangerLog};
+use crate::transport::{
+    Limits, PeerInfo, Side, Transport, TransportKind, handshake, listener, socket,
+};
 use crate::trust::identity::Identity;
 use crate::trust::tls;
 use crate::ui::render::sanitize_line;
 
-/// TLS handshakes allowed in progress at once.
-const MAX_HANDSHAKES: usize = 1024;
+/// TLS handshakes allowed in progress at once: each holds a descriptor and
+/// a few KiB, so a flood cannot use up the process's descriptors. When full,
+/// the oldest is cut short (docs/protocol.md §14).
+pub const MAX_HANDSHAKES: usize = 1024;
+
+/// TLS handshakes one source (IPv4 address, IPv6 /64) may have in progress.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 32;
 
 /// Unsent bytes the kernel may hold for us (`TCP_NOTSENT_LOWAT`). Without a
 /// limit it takes megabytes of a large message, and an ack or a small
@@ -40,7 +49,7 @@ pub struct Listener {
 pub enum TcpSetupError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("cannot bind TCP {addr}")]
+    #[error("cannot bind TCP {addr} ({families})", families = socket::families(*addr))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -54,8 +63,8 @@ impl Listener {
         handshake_timeout: Duration,
     ) -> Result<Self, TcpSetupError> {
         let config = tls::server_config(identity)?;
-        let tcp = TcpListener::bind(addr)
-            .await
+        let tcp = socket::tcp_listener(addr)
+            .and_then(TcpListener::from_std)
             .map_err(|source| TcpSetupError::Bind { addr, source })?;
         Ok(Listener {
             tcp: Arc::new(tcp),
@@ -69,10 +78,16 @@ impl Listener {
     }
 
     /// Accepts connections forever; each TLS handshake runs in its own task
-    /// under a timeout, so a client that connects and stalls blocks no one.
-    pub fn spawn_acceptor(&self, tx: mpsc::Sender<listener::Handshaken>) -> JoinHandle<()> {
+    /// under a deadline and within the budget, so a client that connects and
+    /// stalls blocks no one: when the budget is full the oldest handshake
+    /// is cut short, never the newcomer turned away.
+    pub fn spawn_acceptor(
+        &self,
+        tx: mpsc::Sender<listener::Handshaken>,
+        log: Arc<StrangerLog>,
+    ) -> JoinHandle<()> {
         let (tcp, tls, timeout) = (self.tcp.clone(), self.tls.clone(), self.handshake_timeout);
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let budget = Budget::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
         tokio::spawn(async move {
             loop {
                 let (socket, from) = match tcp.accept().await {
@@ -84,24 +99,29 @@ impl Listener {
                         continue;
                     }
                 };
-                // A flood of connections that never finish their handshake
-                // must not use up the process's file descriptors: past the
-                // cap, new connections are dropped at once.
-                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                    warn!(peer = %from, "too many handshakes in progress; dropping connection");
-                    continue;
-                };
-                let (tls, tx) = (tls.clone(), tx.clone());
+                let (mut slot, _) = budget.admit(from.ip());
+                let (tls, tx, log) = (tls.clone(), tx.clone(), log.clone());
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(timeout, handshake(tls, socket, from)).await {
+                    let outcome = tokio::select! {
+                        r = tokio::time::timeout(timeout, handshake(tls, socket, from)) => r,
+                        () = slot.evicted() => {
+                            log.record(Event::TcpEvicted, from, "TLS handshake cut short: too many in progress, this one the oldest");
+                            return;
+                        }
+                    };
+                    // Its place in the budget is free once the handshake is
+                    // over, whatever the server then does with it.
+                    drop(slot);
+                    match outcome {
                         Ok(Ok(conn)) => {
                             let _ = tx.send(listener::Handshaken::Tcp(Box::new(conn))).await;
                         }
-                        Ok(Err(e)) => {
-                            warn!(peer = %from, "TLS handshake failed: {}", sanitize_line(&e.to_string()))
-                        }
-                        Err(_) => warn!(peer = %from, "TLS handshake timed out"),
+                        Ok(Err(e)) => log.record(
+                            Event::TcpFailed,
+                            from,
+                            &format!("TLS handshake failed: {e}"),
+                        ),
+                        Err(_) => log.record(Event::TcpTimedOut, from, "TLS handshake timed out"),
                     }
                 });
             }

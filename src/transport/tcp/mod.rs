@@ -448,7 +448,7 @@ mod tests {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, mut handshaken) = mpsc::channel(1);
-        let _acceptor = listener.spawn_acceptor(tx);
+        let _acceptor = listener.spawn_acceptor(tx, Default::default());
 
         let client_tls = testing::client_tls();
         let _peer = tokio::spawn(async move {
