@@ -27,8 +27,9 @@ fn auto_client_gets_in(server: &mut Peer, addr: &str, fp: &str) -> (Duration, St
 
 #[test]
 fn tcp_and_quic_floods_at_once_do_not_lock_out() {
+    let _one = one_attack_at_a_time();
     let initials = capture_initials(2000);
-    let (mut server, addr, fp) = start_default_server(&[]);
+    let (mut server, addr, fp) = start_default_server(SERVER_ARGS);
     let before = rss_kib(server.pid());
     let rt = runtime();
     let (stop, opened) = (

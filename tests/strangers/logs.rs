@@ -12,6 +12,7 @@ use super::*;
 /// there is no escape character anywhere.
 #[test]
 fn failed_handshakes_are_summarised_in_plain_text() {
+    let _one = one_attack_at_a_time();
     let (mut server, addr, _) = start_server_with(TransportKind::Tcp, "::", &[], &[], true);
     let port = sock(&addr).port();
     let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);

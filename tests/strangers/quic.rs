@@ -24,9 +24,10 @@ fn sample_peak(pid: u32, stop: std::sync::mpsc::Receiver<()>) -> u64 {
 /// server's memory stays bounded and returns near idle afterwards.
 #[test]
 fn initial_flood_with_rss_before_during_after() {
+    let _one = one_attack_at_a_time();
     let t = TransportKind::Quic;
     let initials = capture_initials(2000);
-    let (mut server, addr, fp) = start_server(t, &[]);
+    let (mut server, addr, fp) = start_server(t, SERVER_ARGS);
     let pid = server.pid();
     // Idle, after one chat (so that what a chat allocates once is counted).
     legitimate_client_gets_in(&mut server, t, &addr, &fp);
@@ -91,6 +92,7 @@ fn bytes_back(server: SocketAddr, initial: &[u8], source: IpAddr) -> usize {
 /// get a whole first flight: 3.12× measured).
 #[test]
 fn one_unanswered_initial_draws_at_most_three_times_back() {
+    let _one = one_attack_at_a_time();
     let initials = capture_initials(40);
     let (_server, addr, _) = start_server(TransportKind::Quic, &[]);
     let to = sock(&addr);

@@ -103,7 +103,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// figures.
 fn lock_out_attempt(stall: Stall, sources: usize) {
     let t = TransportKind::Tcp;
-    let (mut server, addr, fp) = start_server(t, &[]);
+    let (mut server, addr, fp) = start_server(t, SERVER_ARGS);
     let rt = runtime();
     let (stop, opened) = (
         Arc::new(AtomicBool::new(false)),
@@ -149,12 +149,14 @@ fn lock_out_attempt(stall: Stall, sources: usize) {
 /// still gets in, every time.
 #[test]
 fn silent_sockets_from_many_sources_do_not_lock_out() {
+    let _one = one_attack_at_a_time();
     lock_out_attempt(Stall::Silent, 64);
 }
 
 /// 2,000 slow-loris sockets (a ClientHello at 1 byte/s) from 64 addresses.
 #[test]
 fn slow_loris_from_many_sources_does_not_lock_out() {
+    let _one = one_attack_at_a_time();
     lock_out_attempt(Stall::Trickle, 64);
 }
 
@@ -162,5 +164,6 @@ fn slow_loris_from_many_sources_does_not_lock_out() {
 /// more, so it pins few descriptors and never fills the budget.
 #[test]
 fn silent_sockets_from_one_source_get_only_its_share() {
+    let _one = one_attack_at_a_time();
     lock_out_attempt(Stall::Silent, 1);
 }
