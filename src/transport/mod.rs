@@ -9,6 +9,7 @@
 //! `next_event` and `flush`. Either way a large message being sent never
 //! delays an acknowledgement.
 
+pub mod budget;
 mod handshake;
 mod link;
 mod listener;

@@ -12,6 +12,7 @@
 //!   close watcher, control-stream watchdog; a short task per message
 //!   stream received, and per outgoing message stream that has to wait).
 
+mod budget;
 mod control;
 mod endpoint;
 mod streams;
@@ -74,6 +75,8 @@ pub(super) struct Shared {
     received: Arc<Mutex<ReceivedIds>>,
     peer_control_seen: Arc<AtomicBool>,
     reading: Arc<tokio::sync::Semaphore>,
+    /// Message data read and not yet handed to the session.
+    budget: Arc<budget::SharedBudget>,
     version: Version,
     side: Side,
     /// Whether the peer's opening frame (chat/2) has come: message streams
@@ -137,6 +140,7 @@ impl QuicTransport {
             received: Arc::default(),
             peer_control_seen: Arc::default(),
             reading: Arc::new(tokio::sync::Semaphore::new(MAX_READING)),
+            budget: Arc::default(),
             version: peer.version,
             side,
             open: Arc::new(watch::channel(opening.is_open()).0),
