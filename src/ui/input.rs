@@ -10,11 +10,10 @@
 //! bounds what we send: a longer line is refused as it is read (see
 //! [`lines`](super::lines)), never kept whole first.
 
-use base64::Engine;
 use bytes::Bytes;
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use super::json_line;
 use super::lines::{Line, read_bounded};
 
 /// One thing the user did.
@@ -65,7 +64,10 @@ pub fn spawn_stdin(json: bool, max_message: u64) -> mpsc::Receiver<UserInput> {
         loop {
             let input = match read_bounded(&mut lock, &mut line, max_line) {
                 Ok(Line::End) => break,
-                Ok(Line::Whole) => within(parse_line(&line, json), max_message),
+                Ok(Line::Whole) => within(
+                    parse_owned_line(std::mem::take(&mut line), json),
+                    max_message,
+                ),
                 Ok(Line::TooLong { bytes }) => UserInput::Invalid(format!(
                     "input line of {bytes} bytes is longer than a message may be \
                      (--max-message-size {max_message}{}): not sent",
@@ -113,41 +115,25 @@ fn within(input: UserInput, max_message: u64) -> UserInput {
 
 /// Turns one input line (with or without its line ending) into input.
 pub fn parse_line(line: &[u8], json: bool) -> UserInput {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if !json {
-        return UserInput::Message(Bytes::copy_from_slice(line));
-    }
-    match parse_json(line) {
-        Ok(body) => UserInput::Message(body),
-        Err(e) => UserInput::Invalid(e),
-    }
+    parse_owned_line(line.to_vec(), json)
 }
 
-/// Parses one input line in JSON mode. The string is moved out of the
-/// parsed object, so a large message's text is not copied again on its way
-/// to the transport.
-fn parse_json(line: &[u8]) -> Result<Bytes, String> {
-    const EXPECTED: &str = r#"expected {"text": "..."} or {"base64": "..."}"#;
-    let object: Map<String, Value> = serde_json::from_slice(line).map_err(|e| {
-        if e.is_data() {
-            format!("input is not a JSON object ({e}); {EXPECTED}")
-        } else {
-            format!("input is not JSON ({e}); {EXPECTED}")
-        }
-    })?;
-    if object.len() != 1 {
-        return Err(format!("input must have exactly one key; {EXPECTED}"));
+/// [`parse_line`], taking the line's buffer: the message is made in it
+/// (plain: the line itself; JSON: see [`json_line`](super::json_line)), so
+/// a large message is held once.
+pub fn parse_owned_line(mut line: Vec<u8>, json: bool) -> UserInput {
+    if line.last() == Some(&b'\n') {
+        line.pop();
     }
-    match object.into_iter().next() {
-        Some((key, Value::String(text))) if key == "text" => Ok(Bytes::from(text.into_bytes())),
-        Some((key, Value::String(b64))) if key == "base64" => {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map(Bytes::from)
-                .map_err(|e| format!("invalid base64 ({e})"))
-        }
-        _ => Err(EXPECTED.to_string()),
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if !json {
+        return UserInput::Message(Bytes::from(line));
+    }
+    match json_line::body(line) {
+        Ok(body) => UserInput::Message(body),
+        Err(e) => UserInput::Invalid(e),
     }
 }
 

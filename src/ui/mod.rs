@@ -5,6 +5,7 @@
 
 pub mod input;
 pub mod json;
+mod json_line;
 mod lines;
 pub mod output;
 pub mod plain;
