@@ -51,3 +51,70 @@ fn an_over_long_input_line_is_refused_as_it_is_read(t: TransportKind) {
     exchange(&mut client, &mut server, 0, "the next line goes");
     finish_client(&mut server, &mut client);
 }
+
+/// The bytes of the large message (a test of its own, ignored in CI: it
+/// moves 512 MiB and more through debug builds).
+const LARGE: usize = 512 << 20;
+
+#[test]
+#[ignore = "moves a 512 MiB message; run with --ignored"]
+fn quic_a_512_mib_message_costs_each_side_at_most_twice_it() {
+    a_512_mib_message_costs_each_side_at_most_twice_it(TransportKind::Quic);
+}
+
+#[test]
+#[ignore = "moves a 512 MiB message; run with --ignored"]
+fn tcp_a_512_mib_message_costs_each_side_at_most_twice_it() {
+    a_512_mib_message_costs_each_side_at_most_twice_it(TransportKind::Tcp);
+}
+
+/// A 512 MiB message with a raised limit, `--json` on both sides (a base64
+/// line in, a base64 event out): the peak RSS of each side (VmHWM) less its
+/// idle RSS stays within twice the message (before: sender 1,884 MiB).
+fn a_512_mib_message_costs_each_side_at_most_twice_it(t: TransportKind) {
+    let limit = "1073741824";
+    let Chat {
+        mut server,
+        mut client,
+        ..
+    } = start_chat(
+        t,
+        &["--max-message-size", limit],
+        &["--max-message-size", limit],
+    );
+    let idle = [rss_kib(client.pid()), rss_kib(server.pid())];
+    client.send_base64(&pseudo_random_bytes(LARGE, 14));
+    let m = server.wait_event_id("message", 0, LONG_TIMEOUT);
+    client.wait_event_id("ack", 0, LONG_TIMEOUT);
+    let peak = [
+        proc_status_kib(client.pid(), "VmHWM"),
+        proc_status_kib(server.pid(), "VmHWM"),
+    ];
+    assert_eq!(
+        m["bytes"].as_u64(),
+        Some(LARGE as u64),
+        "the message's size"
+    );
+    assert!(
+        message_bytes(&m) == pseudo_random_bytes(LARGE, 14),
+        "the message arrived altered"
+    );
+    for (side, (idle, peak)) in ["sender", "receiver"]
+        .iter()
+        .zip(idle.into_iter().zip(peak))
+    {
+        eprintln!(
+            "{}: {side} RSS idle {} MiB, peak {} MiB (+{} MiB for a {} MiB message)",
+            t.name(),
+            idle / MIB,
+            peak / MIB,
+            (peak - idle) / MIB,
+            LARGE >> 20
+        );
+        assert!(
+            peak - idle <= 2 * (LARGE as u64 / 1024),
+            "{side}: peak RSS {peak} KiB, idle {idle} KiB"
+        );
+    }
+    finish_client(&mut server, &mut client);
+}
