@@ -25,6 +25,12 @@ use crate::transport::budget::Held;
 /// small messages that came with it.
 const READ_TURN: usize = 64 * 1024;
 
+/// Room the read buffer grows by. Each chunk of a message keeps the block it
+/// was read into until the message is handed on, so a block holds many
+/// chunks: with 64 KiB blocks each held about one 64 KiB chunk and the start
+/// of the next (copied on), and a large message cost 1.4× its size.
+const READ_BLOCK: usize = 1 << 20;
+
 pub(super) struct Reader {
     buf: BytesMut,
     /// Bytes read since the session last had a turn (see [`READ_TURN`]).
@@ -85,7 +91,7 @@ impl Reader {
             return Poll::Ready(Fill::TurnUsed);
         }
         if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(64 * 1024);
+            self.buf.reserve(READ_BLOCK);
         }
         let read = {
             let read = io.read_buf(&mut self.buf);
