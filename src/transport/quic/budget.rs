@@ -71,18 +71,19 @@ impl Drop for Charge<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::budget::RECEIVE_BUDGET;
+    use crate::transport::budget::{ALLOWANCE, RECEIVE_BUDGET};
     use std::time::Duration;
 
     #[tokio::test]
     async fn a_reader_past_the_budget_waits_for_the_largest_to_go() {
         let budget = SharedBudget::default();
+        let a = ALLOWANCE as usize;
         let large = budget.charge();
-        large.add(RECEIVE_BUDGET as usize + 10);
+        large.add(RECEIVE_BUDGET as usize + a + 10);
         let second = budget.charge();
-        second.add(RECEIVE_BUDGET as usize);
+        second.add(RECEIVE_BUDGET as usize + a);
         let third = budget.charge();
-        third.add(1);
+        third.add(a + 1);
         large.room().await;
         let waiting = tokio::time::timeout(Duration::from_millis(50), third.room()).await;
         assert!(waiting.is_err(), "the third message should wait");

@@ -200,14 +200,15 @@ impl Writer {
                 // A message starts only if the receiver, holding it next to
                 // those in progress, stays within its receive budget: it
                 // would stop reading otherwise, and a TCP receiver cannot
-                // read on one message and leave another.
-                let fits = self.waiting.front().is_some_and(|(_, body)| {
-                    budget::fits_alongside(self.active.iter().map(|m| m.size), body.len() as u64)
-                });
-                if !fits {
-                    break;
-                }
-                let Some((id, body)) = self.waiting.pop_front() else {
+                // read on one message and leave another. One that does not
+                // fit yet lets the next that does (a short one always
+                // does) go ahead of it.
+                let active = budget::InProgress::of(self.active.iter().map(|m| m.size));
+                let next = self
+                    .waiting
+                    .iter()
+                    .position(|(_, body)| active.fits(body.len() as u64));
+                let Some((id, body)) = next.and_then(|at| self.waiting.remove(at)) else {
                     break;
                 };
                 self.active.push_back(Outgoing {
