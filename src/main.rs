@@ -183,7 +183,7 @@ async fn serve(args: &chat::cli::ChatArgs, limits: Limits, quit: Quit) -> Result
         &limits,
     )
     .await?;
-    let (io, output) = ui::stdio(args.json, true, &quit);
+    let (io, output) = ui::stdio(args.json, true, &quit, args.max_message_size);
     let config = server::Config {
         limits,
         allow,

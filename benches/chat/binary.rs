@@ -310,7 +310,12 @@ impl Bin {
         stdin: Stdio,
         reading: Reading,
     ) -> Result<Proc> {
-        let args = client_args(choice, addr, fingerprint, home);
+        let mut args = client_args(choice, addr, fingerprint, home);
+        // The client bounds what it sends by its own limit too.
+        args.extend(strings(&[
+            "--max-message-size",
+            &self.max_message_size.to_string(),
+        ]));
         self.spawn("client", &args, stdin, reading)
     }
 

@@ -64,7 +64,7 @@ pub async fn run(args: &ChatArgs, limits: Limits, quit: Quit) -> Result<u8> {
     // that question, so the output starts after it and attempts are told
     // on stderr.
     let asks = !args.json && std::io::stdin().is_terminal();
-    let mut io = (!asks).then(|| ui::stdio(args.json, false, &quit));
+    let mut io = (!asks).then(|| ui::stdio(args.json, false, &quit, args.max_message_size));
     let result = connect_and_chat(args, limits, quit, &mut io).await;
     if let Some((mut io, output)) = io {
         io.out.finish();
@@ -259,7 +259,8 @@ async fn chat(
         ..
     } = won;
     let limits = &redial.limits;
-    let (io, _) = io.get_or_insert_with(|| ui::stdio(args.json, false, quit));
+    let (io, _) =
+        io.get_or_insert_with(|| ui::stdio(args.json, false, quit, args.max_message_size));
     let opened = tokio::select! {
         opened = open(&mut link, &peer, limits, None) => opened,
         () = quit.wait() => {

@@ -65,7 +65,7 @@ impl Body {
     }
 
     /// The pieces, in order.
-    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
         self.chunks
             .iter()
             .map(|c| &c[..])

@@ -9,11 +9,12 @@
 //! `next_event` and `flush`. Either way a large message being sent never
 //! delays an acknowledgement.
 
-pub mod budget;
 mod handshake;
+pub mod handshakes;
 mod link;
 mod listener;
 pub mod quic;
+pub mod receive_budget;
 mod socket;
 pub(crate) mod strangers;
 pub mod tcp;

@@ -5,13 +5,16 @@
 //! Standard input is read on a plain thread rather than a tokio task: a
 //! blocking read cannot be cancelled, and a thread is simply abandoned when
 //! the process exits.
+//!
+//! We do not know the peer's size limit, so our own `--max-message-size`
+//! bounds what we send: a longer line is refused as it is read (see
+//! [`lines`](super::lines)), never kept whole first.
 
-use std::io::BufRead;
-
-use base64::Engine;
 use bytes::Bytes;
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
+
+use super::json_line;
+use super::lines::{Line, read_bounded};
 
 /// One thing the user did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +30,9 @@ pub enum UserInput {
 }
 
 /// Starts reading standard input; lines arrive on the returned channel.
-pub fn spawn_stdin(json: bool) -> mpsc::Receiver<UserInput> {
+/// Messages larger than `max_message` bytes are refused.
+pub fn spawn_stdin(json: bool, max_message: u64) -> mpsc::Receiver<UserInput> {
+    let max_line = max_line(json, max_message);
     // A few lines of slack; beyond that the reader waits, so piping a huge
     // file in does not buffer it all in memory.
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -57,18 +62,24 @@ pub fn spawn_stdin(json: bool) -> mpsc::Receiver<UserInput> {
             }
         };
         loop {
-            line.clear();
-            match lock.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if !send(parse_line(&line, json)) {
-                        return;
-                    }
-                }
+            let input = match read_bounded(&mut lock, &mut line, max_line) {
+                Ok(Line::End) => break,
+                Ok(Line::Whole) => within(
+                    parse_owned_line(std::mem::take(&mut line), json),
+                    max_message,
+                ),
+                Ok(Line::TooLong { bytes }) => UserInput::Invalid(format!(
+                    "input line of {bytes} bytes is longer than a message may be \
+                     (--max-message-size {max_message}{}): not sent",
+                    if json { ", once decoded" } else { "" }
+                )),
                 Err(e) => {
                     send(UserInput::Invalid(format!("cannot read input: {e}")));
                     break;
                 }
+            };
+            if !send(input) {
+                return;
             }
         }
         send(UserInput::End);
@@ -79,43 +90,50 @@ pub fn spawn_stdin(json: bool) -> mpsc::Receiver<UserInput> {
 /// Lines read ahead of the session.
 const QUEUE: usize = 256;
 
-/// Turns one input line (with or without its line ending) into input.
-pub fn parse_line(line: &[u8], json: bool) -> UserInput {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if !json {
-        return UserInput::Message(Bytes::copy_from_slice(line));
-    }
-    match parse_json(line) {
-        Ok(body) => UserInput::Message(body),
-        Err(e) => UserInput::Invalid(e),
+/// The longest input line that may hold a message of `max_message` bytes:
+/// the message and a line ending (CR LF); in JSON, the message at its most
+/// escaped (`\u0000` for every byte) and the object around it.
+fn max_line(json: bool, max_message: u64) -> usize {
+    let max = if json {
+        max_message.saturating_mul(6).saturating_add(64)
+    } else {
+        max_message.saturating_add(2)
+    };
+    usize::try_from(max).unwrap_or(usize::MAX)
+}
+
+/// Refuses a message larger than `max_message`: the peer would reject it.
+fn within(input: UserInput, max_message: u64) -> UserInput {
+    match input {
+        UserInput::Message(body) if body.len() as u64 > max_message => UserInput::Invalid(format!(
+            "message of {} bytes is larger than --max-message-size {max_message}: not sent",
+            body.len()
+        )),
+        other => other,
     }
 }
 
-/// Parses one input line in JSON mode. The string is moved out of the
-/// parsed object, so a large message's text is not copied again on its way
-/// to the transport.
-fn parse_json(line: &[u8]) -> Result<Bytes, String> {
-    const EXPECTED: &str = r#"expected {"text": "..."} or {"base64": "..."}"#;
-    let object: Map<String, Value> = serde_json::from_slice(line).map_err(|e| {
-        if e.is_data() {
-            format!("input is not a JSON object ({e}); {EXPECTED}")
-        } else {
-            format!("input is not JSON ({e}); {EXPECTED}")
-        }
-    })?;
-    if object.len() != 1 {
-        return Err(format!("input must have exactly one key; {EXPECTED}"));
+/// Turns one input line (with or without its line ending) into input.
+pub fn parse_line(line: &[u8], json: bool) -> UserInput {
+    parse_owned_line(line.to_vec(), json)
+}
+
+/// [`parse_line`], taking the line's buffer: the message is made in it
+/// (plain: the line itself; JSON: see [`json_line`](super::json_line)), so
+/// a large message is held once.
+pub fn parse_owned_line(mut line: Vec<u8>, json: bool) -> UserInput {
+    if line.last() == Some(&b'\n') {
+        line.pop();
     }
-    match object.into_iter().next() {
-        Some((key, Value::String(text))) if key == "text" => Ok(Bytes::from(text.into_bytes())),
-        Some((key, Value::String(b64))) if key == "base64" => {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map(Bytes::from)
-                .map_err(|e| format!("invalid base64 ({e})"))
-        }
-        _ => Err(EXPECTED.to_string()),
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if !json {
+        return UserInput::Message(Bytes::from(line));
+    }
+    match json_line::body(line) {
+        Ok(body) => UserInput::Message(body),
+        Err(e) => UserInput::Invalid(e),
     }
 }
 
@@ -154,6 +172,22 @@ mod tests {
             parse_line(br#"{"text":""}"#, true),
             UserInput::Message(Bytes::new())
         );
+    }
+
+    #[test]
+    fn messages_over_our_limit_are_refused() {
+        assert!(matches!(
+            within(parse_line(b"12345\n", false), 4),
+            UserInput::Invalid(why) if why.contains("--max-message-size 4")
+        ));
+        assert_eq!(
+            within(parse_line(b"1234\r\n", false), 4),
+            UserInput::Message(Bytes::from_static(b"1234"))
+        );
+        // Every message within the limit fits the line bound, escaped.
+        assert_eq!(max_line(false, 4), 6);
+        let escaped = format!(r#"{{"text":"{}"}}"#, "\\u0001".repeat(4));
+        assert!(escaped.len() <= max_line(true, 4));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 pub mod input;
 pub mod json;
+mod json_line;
+mod lines;
 pub mod output;
 pub mod plain;
 pub mod render;
@@ -74,8 +76,14 @@ const STDOUT_BUFFER: usize = 64 * 1024;
 
 /// Standard input and output: the line editor at a terminal (`ctrl_d_quits`
 /// at a server), else plain lines or (with `json`) JSON objects. Returns
-/// the output thread too, to be closed before the process exits.
-pub fn stdio(json: bool, ctrl_d_quits: bool, quit: &Quit) -> (UserIo, OutputThread) {
+/// the output thread too, to be closed before the process exits. Input
+/// messages are bounded by `max_message` (our `--max-message-size`).
+pub fn stdio(
+    json: bool,
+    ctrl_d_quits: bool,
+    quit: &Quit,
+    max_message: u64,
+) -> (UserIo, OutputThread) {
     let (input, (out, thread)) = if !json && terminal::is_interactive() {
         let (input, sink) = terminal::start(ctrl_d_quits, quit.clone());
         (input, Output::spawn(|_| sink))
@@ -88,7 +96,7 @@ pub fn stdio(json: bool, ctrl_d_quits: bool, quit: &Quit) -> (UserIo, OutputThre
         } else {
             Output::spawn(|p| plain::PlainSink { out: stdout(p) })
         };
-        (input::spawn_stdin(json), output)
+        (input::spawn_stdin(json, max_message), output)
     };
     let io = UserIo {
         input,

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::output::{Shown, Sink, transports_text};
-use super::render::{sanitize, sanitize_line};
-use crate::protocol::{close_code, reject_code};
+use super::render::{sanitize_line, sanitize_pieces};
+use crate::protocol::{Body, MessageId, close_code, reject_code};
 use crate::session::Resumption;
 use crate::transport::TransportKind;
 use crate::trust::identity::Fingerprint;
@@ -142,6 +142,25 @@ impl<W: Write + Send> PlainSink<W> {
         // A closed stdout is not worth crashing over.
         let _ = writeln!(self.out, "{s}");
     }
+
+    /// A message, rendered and written a window at a time: a large one is
+    /// never joined, nor held as one string (let alone several).
+    /// Continuation lines are indented under the header line.
+    fn message(&mut self, id: MessageId, body: &Body) {
+        let out = &mut self.out;
+        let _ = write!(out, "peer #{id}: ");
+        sanitize_pieces(body.pieces(), |text| {
+            let mut lines = text.split('\n');
+            if let Some(first) = lines.next() {
+                let _ = out.write_all(first.as_bytes());
+            }
+            for line in lines {
+                let _ = out.write_all(b"\n    ");
+                let _ = out.write_all(line.as_bytes());
+            }
+        });
+        let _ = writeln!(out);
+    }
 }
 
 impl<W: Write + Send + 'static> Sink for PlainSink<W> {
@@ -192,12 +211,7 @@ impl<W: Write + Send + 'static> Sink for PlainSink<W> {
                 reject_kind(code),
                 sanitize_line(&reason)
             )),
-            Shown::Message { id, body } => {
-                let text = sanitize(&body.contiguous());
-                // Continuation lines are indented under the header line.
-                let text = text.replace('\n', "\n    ");
-                self.line(&format!("peer #{id}: {text}"));
-            }
+            Shown::Message { id, body } => self.message(id, &body),
             Shown::Disconnected { why, unacked } => {
                 let code = match why.code() {
                     Some(c) => format!(" ({})", close_code::name(c)),

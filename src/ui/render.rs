@@ -13,15 +13,57 @@ use std::fmt::Write;
 /// bytes that are not UTF-8 become `\xNN`.
 pub fn sanitize(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    sanitize_into(&mut out, bytes, true);
+    out
+}
+
+/// Bytes of a body rendered at a time by [`sanitize_pieces`].
+const WINDOW: usize = 64 * 1024;
+
+/// [`sanitize`] for a body read piece by piece (a large message is never
+/// joined into one buffer, nor rendered into one string): `emit` gets the
+/// rendering a window of about 64 KiB at a time, and the windows together
+/// are exactly what [`sanitize`] would give for the whole. A character
+/// split between pieces is carried over to the next window.
+pub fn sanitize_pieces<'a>(pieces: impl Iterator<Item = &'a [u8]>, mut emit: impl FnMut(&str)) {
+    let mut window: Vec<u8> = Vec::new();
+    let mut text = String::new();
+    let mut render = |window: &mut Vec<u8>, last: bool| {
+        text.clear();
+        let held = sanitize_into(&mut text, window, last);
+        emit(&text);
+        window.drain(..window.len() - held);
+    };
+    for piece in pieces {
+        for part in piece.chunks(WINDOW) {
+            window.extend_from_slice(part);
+            if window.len() >= WINDOW {
+                render(&mut window, false);
+            }
+        }
+    }
+    render(&mut window, true);
+}
+
+/// Appends [`sanitize`]'s rendering of `bytes` to `out`. Unless `last`, an
+/// incomplete UTF-8 sequence at the very end is left out (its length is
+/// returned): the next bytes may complete it.
+fn sanitize_into(out: &mut String, bytes: &[u8], last: bool) -> usize {
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            push_char(&mut out, c);
+            push_char(out, c);
         }
-        for b in chunk.invalid() {
+        let invalid = chunk.invalid();
+        let at_end = invalid.as_ptr_range().end == bytes.as_ptr_range().end;
+        let incomplete = std::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none());
+        if !last && at_end && incomplete && !invalid.is_empty() {
+            return invalid.len();
+        }
+        for b in invalid {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
+    0
 }
 
 /// Like [`sanitize`] for text already known to be UTF-8 (e.g. a reason
@@ -64,6 +106,33 @@ fn push_char(out: &mut String, c: char) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sanitizing_piece_by_piece_gives_what_sanitizing_the_whole_does() {
+        let mut whole = Vec::new();
+        for i in 0..40_000u32 {
+            whole.extend_from_slice("aé€😀\n\x1b\u{202e}".as_bytes());
+            whole.push((i % 256) as u8);
+        }
+        whole.extend_from_slice(&"€".as_bytes()[..2]);
+        let want = sanitize(&whole);
+        for cut in [
+            1,
+            2,
+            3,
+            7,
+            1000,
+            WINDOW - 1,
+            WINDOW,
+            WINDOW + 1,
+            whole.len(),
+        ] {
+            let mut got = String::new();
+            sanitize_pieces(whole.chunks(cut), |s| got.push_str(s));
+            assert!(got == want, "pieces of {cut} bytes rendered differently");
+        }
+    }
+
     use super::*;
 
     fn no_controls(s: &str) {

@@ -16,6 +16,7 @@
 //! with PROTOCOL_ERROR and logged, but never shown.
 
 mod fixture;
+mod memory;
 mod peer;
 mod quic;
 mod resume;

@@ -193,7 +193,11 @@ fn small_message_goes_while_a_large_one_is_in_flight(t: TransportKind) {
         mut server,
         mut client,
         ..
-    } = start_chat(t, &["--max-message-size", "67108864"], &[]);
+    } = start_chat(
+        t,
+        &["--max-message-size", "67108864"],
+        &["--max-message-size", "67108864"],
+    );
     client.send_text(&"x".repeat(LEN));
     client.send_text("small");
     let small_ack = client.wait_event_id("ack", 1, LONG_TIMEOUT);

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::QuicTransport;
 use crate::protocol::codec::Version;
 use crate::protocol::{clip_reason, close_code};
-use crate::transport::budget::Budget;
+use crate::transport::handshakes::Budget;
 use crate::transport::strangers::{Event, StrangerLog};
 use crate::transport::{Limits, PeerInfo, Side, TransportKind, handshake, listener, socket};
 use crate::trust::identity::Identity;

@@ -14,6 +14,7 @@
 
 mod control;
 mod endpoint;
+mod receive_budget;
 mod streams;
 
 use std::sync::atomic::AtomicBool;
@@ -74,6 +75,8 @@ pub(super) struct Shared {
     received: Arc<Mutex<ReceivedIds>>,
     peer_control_seen: Arc<AtomicBool>,
     reading: Arc<tokio::sync::Semaphore>,
+    /// Message data read and not yet handed to the session.
+    budget: Arc<receive_budget::SharedBudget>,
     version: Version,
     side: Side,
     /// Whether the peer's opening frame (chat/2) has come: message streams
@@ -140,6 +143,7 @@ impl QuicTransport {
             received: Arc::default(),
             peer_control_seen: Arc::default(),
             reading: Arc::new(tokio::sync::Semaphore::new(MAX_READING)),
+            budget: Arc::default(),
             version: peer.version,
             side,
             open: Arc::new(watch::channel(opening.is_open()).0),

@@ -1,6 +1,7 @@
 //! Message streams (docs/protocol.md §6): one new unidirectional stream
 //! per message sent, in id order; and the peer's streams, each read by a
-//! task of its own within the size limit and the bound on bodies in memory.
+//! task of its own within the size limit, the bound on bodies in memory and
+//! the receive budget.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -236,7 +237,10 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
         return;
     };
     let limit = shared.limits.max_message_size;
+    // Held until the message is in the session's queue, as `_reading` is.
+    let charge = shared.budget.charge();
     let mut body = Body::default();
+    charge.add(reader.buf.len());
     body.push(reader.buf.split().freeze());
     let mut this_turn = 0;
     loop {
@@ -262,9 +266,13 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
             });
             return;
         }
+        // Past the receive budget this stream is left unread (its window
+        // closes) until messages ahead of it are handed on.
+        charge.room().await;
         match reader.stream.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => {
                 this_turn += chunk.bytes.len();
+                charge.add(chunk.bytes.len());
                 body.push(chunk.bytes);
                 // Reading chunks quinn already holds never waits, so without
                 // this one task could take in a whole stream window (about

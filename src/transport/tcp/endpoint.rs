@@ -14,7 +14,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{debug, warn};
 
 use super::{LINGER, TcpTransport};
-use crate::transport::budget::Budget;
+use crate::transport::handshakes::Budget;
 use crate::transport::strangers::{Event, StrangerLog};
 use crate::transport::{
     Limits, PeerInfo, Side, Transport, TransportKind, handshake, listener, socket,

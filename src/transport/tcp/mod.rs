@@ -176,6 +176,9 @@ impl TcpTransport {
             if !self.events.is_empty() {
                 return Poll::Ready(());
             }
+            if self.messages.over_budget() {
+                return self.poll_idle(cx);
+            }
             match self.reader.poll_fill(&mut self.io, cx) {
                 Poll::Ready(Fill::Bytes) => {}
                 Poll::Ready(Fill::TurnUsed) => return Poll::Pending,

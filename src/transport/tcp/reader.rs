@@ -17,12 +17,19 @@ use super::{MAX_IN_PROGRESS, Stream};
 use crate::protocol::codec::{CodecError, Frame, FrameDecoder, Version};
 use crate::protocol::received::ReceivedIds;
 use crate::protocol::{Body, MessageId};
+use crate::transport::receive_budget::Held;
 
 /// Bytes the reader takes in before it lets the other tasks run. The whole
 /// process is one thread; left to tokio's budget alone, a reader fed a large
 /// message decrypts megabytes per turn while the session waits to ack the
 /// small messages that came with it.
 const READ_TURN: usize = 64 * 1024;
+
+/// Room the read buffer grows by. Each chunk of a message keeps the block it
+/// was read into until the message is handed on, so a block holds many
+/// chunks: with 64 KiB blocks each held about one 64 KiB chunk and the start
+/// of the next (copied on), and a large message cost 1.4× its size.
+const READ_BLOCK: usize = 1 << 20;
 
 pub(super) struct Reader {
     buf: BytesMut,
@@ -84,7 +91,7 @@ impl Reader {
             return Poll::Ready(Fill::TurnUsed);
         }
         if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(64 * 1024);
+            self.buf.reserve(READ_BLOCK);
         }
         let read = {
             let read = io.read_buf(&mut self.buf);
@@ -123,6 +130,8 @@ impl Reader {
 /// frames, and the ids already received.
 pub(super) struct Reassembly {
     partial: HashMap<MessageId, Partial>,
+    /// What `partial` holds, against the receive budget.
+    held: Held,
     received: ReceivedIds,
     limit: u64,
 }
@@ -151,9 +160,20 @@ impl Reassembly {
     pub(super) fn new(limit: u64) -> Self {
         Reassembly {
             partial: HashMap::new(),
+            held: Held::default(),
             received: ReceivedIds::default(),
             limit,
         }
+    }
+
+    /// Messages in progress hold more than the receive budget allows: read
+    /// nothing more from the socket. A TCP receiver cannot read one
+    /// message's frames and leave another's, and our senders never go
+    /// beyond the budget (`receive_budget::fits_alongside`), so only a peer that
+    /// ignores it gets here; TCP flow control holds it, and its silence
+    /// ends the connection at the idle timeout.
+    pub(super) fn over_budget(&self) -> bool {
+        self.held.over()
     }
 
     /// Takes one DATA (`last` false) or END (`last` true) frame's chunk.
@@ -177,9 +197,11 @@ impl Reassembly {
             if (p.body.len() + chunk.len()) as u64 > limit {
                 p.discarding = true;
                 p.body = Body::default();
+                self.held.remove(id);
                 debug!(id, limit, "rejecting message over the size limit");
                 outcome = Assembled::TooLarge { limit };
             } else {
+                self.held.add(id, chunk.len());
                 p.body.push(chunk);
             }
         }
@@ -189,6 +211,8 @@ impl Reassembly {
         let Some(p) = self.partial.remove(&id) else {
             return Ok(outcome);
         };
+        // Handed to the session now (or dropped): no longer held here.
+        self.held.remove(id);
         if let Err(e) = self.received.insert(id) {
             return Err(format!("cannot record message id {id}: {e:?}"));
         }

@@ -16,6 +16,7 @@ use tracing::debug;
 use super::{MAX_IN_PROGRESS, Stream};
 use crate::protocol::MessageId;
 use crate::protocol::codec::{Frame, MAX_CHUNK, encode_chunk_header, frame_type};
+use crate::transport::receive_budget;
 use crate::ui::render::sanitize_line;
 
 /// Bytes of frames gathered into one write when many small messages wait.
@@ -45,6 +46,8 @@ pub(super) struct Writer {
 /// A message being sent.
 struct Outgoing {
     id: MessageId,
+    /// Its whole size: what the receiver may come to hold of it.
+    size: u64,
     body: Bytes,
     /// The peer rejected it: what is left is replaced by an empty END.
     aborted: bool,
@@ -194,11 +197,23 @@ impl Writer {
     fn fill_with_data(&mut self) {
         while self.out.len() < WRITE_BATCH {
             while self.active.len() < MAX_IN_PROGRESS {
-                let Some((id, body)) = self.waiting.pop_front() else {
+                // A message starts only if the receiver, holding it next to
+                // those in progress, stays within its receive budget: it
+                // would stop reading otherwise, and a TCP receiver cannot
+                // read on one message and leave another. One that does not
+                // fit yet lets the next that does (a short one always
+                // does) go ahead of it.
+                let active = receive_budget::InProgress::of(self.active.iter().map(|m| m.size));
+                let next = self
+                    .waiting
+                    .iter()
+                    .position(|(_, body)| active.fits(body.len() as u64));
+                let Some((id, body)) = next.and_then(|at| self.waiting.remove(at)) else {
                     break;
                 };
                 self.active.push_back(Outgoing {
                     id,
+                    size: body.len() as u64,
                     body,
                     aborted: false,
                 });
