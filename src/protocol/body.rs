@@ -58,6 +58,28 @@ impl Body {
         }
     }
 
+    /// Adds the next piece as a copy, gathered into blocks of the body's
+    /// own. For bytes received from a peer: a piece is a slice of the
+    /// buffer it was read into, and keeping it would keep that whole buffer
+    /// (up to a megabyte for a few bytes), out of all proportion to what a
+    /// receive budget counts.
+    pub fn push_copy(&mut self, piece: &[u8]) {
+        let mut rest = piece;
+        self.len += rest.len();
+        while !rest.is_empty() {
+            if self.tail.capacity() == 0 {
+                self.tail.reserve(BLOCK);
+            }
+            let room = (BLOCK - self.tail.len().min(BLOCK)).max(1);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.tail.extend_from_slice(now);
+            rest = later;
+            if self.tail.len() >= BLOCK {
+                self.seal_tail();
+            }
+        }
+    }
+
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
             self.chunks.push(self.tail.split().freeze());
@@ -316,5 +338,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn copied_pieces_are_gathered_into_blocks_of_its_own() {
+        let big = Bytes::from(vec![7u8; 3 * BLOCK]);
+        let mut b = Body::default();
+        for piece in [&big[..10], &big[..BLOCK], &big[..2 * BLOCK + 5]] {
+            b.push_copy(piece);
+        }
+        assert_eq!(b.len(), 10 + BLOCK + 2 * BLOCK + 5);
+        assert_eq!(b.contiguous().len(), b.len());
+        assert!(b.pieces().all(|p| p.len() <= BLOCK));
+        // None of them is a slice of `big`.
+        let range = big.as_ptr_range();
+        assert!(b.pieces().all(|p| !range.contains(&p.as_ptr())));
     }
 }

@@ -241,7 +241,7 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
     let charge = shared.budget.charge();
     let mut body = Body::default();
     charge.add(reader.buf.len());
-    body.push(reader.buf.split().freeze());
+    body.push_copy(&reader.buf.split());
     let mut this_turn = 0;
     loop {
         if body.len() as u64 > limit {
@@ -273,7 +273,8 @@ async fn read_message(shared: Shared, mut reader: StreamReader) {
             Ok(Some(chunk)) => {
                 this_turn += chunk.bytes.len();
                 charge.add(chunk.bytes.len());
-                body.push(chunk.bytes);
+                // A copy: quinn's chunk is a slice of a receive buffer.
+                body.push_copy(&chunk.bytes);
                 // Reading chunks quinn already holds never waits, so without
                 // this one task could take in a whole stream window (about
                 // 1.25 MB) per turn while acks and small messages wait.

@@ -202,7 +202,7 @@ impl Reassembly {
                 outcome = Assembled::TooLarge { limit };
             } else {
                 self.held.add(id, chunk.len());
-                p.body.push(chunk);
+                p.body.push_copy(&chunk);
             }
         }
         if !last {
