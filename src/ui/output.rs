@@ -242,7 +242,13 @@ pub struct Output {
     route: Arc<Route>,
     batch: Vec<Shown>,
     skipped: Skipped,
+    /// When the log last said the output fell behind: a stdout that keeps
+    /// falling behind would otherwise log a line per wave of skips.
+    warned: Option<Instant>,
 }
+
+/// How often, at most, the log says the output fell behind.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Events skipped and not yet reported.
 #[derive(Default, Clone, Copy)]
@@ -274,6 +280,7 @@ impl Clone for Output {
             route: self.route.clone(),
             batch: Vec::new(),
             skipped: Skipped::default(),
+            warned: None,
         }
     }
 }
@@ -341,6 +348,7 @@ impl Output {
             }),
             batch: Vec::new(),
             skipped: Skipped::default(),
+            warned: None,
         };
         (out, OutputThread { tx, queued })
     }
@@ -351,6 +359,7 @@ impl Output {
             route: Arc::new(Route::Inline(Arc::new(Mutex::new(sink)))),
             batch: Vec::new(),
             skipped: Skipped::default(),
+            warned: None,
         }
     }
 
@@ -409,11 +418,15 @@ impl Output {
                             && (bytes == 0 || bytes + size <= MAX_QUEUED_BYTES)
                     };
                     if !room {
-                        if self.skipped.events == 0 {
+                        if self.skipped.events == 0
+                            && self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY)
+                        {
                             tracing::warn!(
                                 "the output is not keeping up: events are skipped, counted, \
-                                 and reported once it takes more"
+                                 and reported once it takes more (said at most every {} s)",
+                                WARN_EVERY.as_secs()
                             );
+                            self.warned = Some(Instant::now());
                         }
                         self.skipped.count(&shown);
                         continue;
