@@ -240,6 +240,39 @@ pub fn same_identity_restarted_replaces_the_held_chat(t: TransportKind) {
     }
 }
 
+/// A chat (server with a home of its own, so that it can be started again
+/// as the same server) with a message each way, then the server killed
+/// (SIGKILL): the home, the port, the server's address and fingerprint,
+/// the client, and the record of its messages.
+struct KilledServer {
+    home: TempDir,
+    port: u16,
+    addr: String,
+    fp: String,
+    client: Peer,
+    up: Dir,
+}
+
+fn chat_then_kill_the_server(t: TransportKind, test: &str) -> KilledServer {
+    let home = TempDir::new("server-home");
+    let (mut server, addr, fp) = start_server_in(t, home.path(), 0, &SERVER_ARGS);
+    let port = port_of(&addr);
+    let mut client = start_client(t, &addr, &fp, &IDLE_ARGS);
+    await_connected(&mut server, &mut client, t, &fp);
+    let (mut up, mut down) = (Dir::new(test, "c2s"), Dir::new(test, "s2c"));
+    round(&mut up, &mut down, &mut server, &mut client);
+    server.signal("KILL");
+    server.kill();
+    KilledServer {
+        home,
+        port,
+        addr,
+        fp,
+        client,
+        up,
+    }
+}
+
 /// Idle timeout 2 s, window 30 s, loopback, a server home kept by the
 /// test. After a message each way the server is killed (SIGKILL) and the
 /// client's user types a message (id 1). Once the client reports
@@ -250,18 +283,15 @@ pub fn same_identity_restarted_replaces_the_held_chat(t: TransportKind) {
 /// numbers from 0 and a message round-trips each way, exactly once.
 pub fn restarted_server_gives_a_new_chat(t: TransportKind) {
     let test = format!("{}::restarted_server_gives_a_new_chat", t.name());
-    let home = TempDir::new("server-home");
-    let (mut server, addr, fp) = start_server_in(t, home.path(), 0, &SERVER_ARGS);
-    let port = port_of(&addr);
-    let mut client = start_client(t, &addr, &fp, &IDLE_ARGS);
-    await_connected(&mut server, &mut client, t, &fp);
-    let (mut up, mut down) = (Dir::new(&test, "c2s"), Dir::new(&test, "s2c"));
-    round(&mut up, &mut down, &mut server, &mut client);
-
-    server.signal("KILL");
-    server.kill();
+    let KilledServer {
+        home,
+        port,
+        addr,
+        fp,
+        mut client,
+        mut up,
+    } = chat_then_kill_the_server(t, &test);
     let killed_at = Instant::now();
-    drop(server);
     let lost = up.say(&mut client);
     client.wait_event("reconnecting", IDLE + MARGIN);
     let noticed = killed_at.elapsed();
@@ -435,17 +465,14 @@ pub fn ended_input_leaves_the_chat_a_restarted_server_gives(t: TransportKind) {
         "{}::ended_input_leaves_the_chat_a_restarted_server_gives",
         t.name()
     );
-    let home = TempDir::new("server-home");
-    let (mut server, addr, fp) = start_server_in(t, home.path(), 0, &SERVER_ARGS);
-    let port = port_of(&addr);
-    let mut client = start_client(t, &addr, &fp, &IDLE_ARGS);
-    await_connected(&mut server, &mut client, t, &fp);
-    let (mut up, mut down) = (Dir::new(&test, "c2s"), Dir::new(&test, "s2c"));
-    round(&mut up, &mut down, &mut server, &mut client);
-
-    server.signal("KILL");
-    server.kill();
-    drop(server);
+    let KilledServer {
+        home,
+        port,
+        addr: _,
+        fp,
+        mut client,
+        mut up,
+    } = chat_then_kill_the_server(t, &test);
     let lost = up.say(&mut client);
     client.wait_event("reconnecting", IDLE + MARGIN);
     client.close_stdin();
